@@ -1,0 +1,36 @@
+package main
+
+import (
+	_ "github.com/IBM/sarama"
+	_ "github.com/bwmarrin/snowflake"
+	_ "github.com/bytedance/sonic"
+	_ "github.com/cloudwego/hertz/pkg/app/server"
+	_ "github.com/cloudwego/hertz/pkg/common/adaptor"
+	_ "github.com/cloudwego/kitex/client"
+	_ "github.com/cloudwego/kitex/server"
+	_ "github.com/cloudwego/kitex/pkg/transmeta"
+	_ "github.com/cloudwego/netpoll"
+	_ "github.com/glebarez/go-sqlite"
+	_ "github.com/glebarez/sqlite"
+	_ "github.com/gobwas/ws"
+	_ "github.com/gobwas/ws/wsutil"
+	_ "github.com/golang-jwt/jwt/v5"
+	_ "github.com/gorilla/websocket"
+	_ "github.com/kitex-contrib/registry-etcd"
+	_ "github.com/prometheus/client_golang/prometheus"
+	_ "github.com/prometheus/client_golang/prometheus/promhttp"
+	_ "github.com/redis/go-redis/v9"
+	_ "github.com/twmb/franz-go/pkg/kfake"
+	_ "go.etcd.io/etcd/client/v3"
+	_ "go.etcd.io/etcd/server/v3/embed"
+	_ "google.golang.org/genproto/protobuf/api"
+	_ "gorm.io/driver/mysql"
+	_ "gorm.io/gorm"
+	_ "golang.org/x/crypto/bcrypt"
+	_ "gopkg.in/yaml.v3"
+	_ "github.com/gochat/gochat/kitex_gen/logicapi/logicservice"
+	_ "github.com/gochat/gochat/kitex_gen/repoapi/reposervice"
+	_ "github.com/gochat/gochat/kitex_gen/taskapi/taskservice"
+)
+
+func main() {}

@@ -1,0 +1,119 @@
+// logic holds the business rules. The gateway calls it for every HTTP request and
+// every send-message frame. Errors are Kitex biz status errors carrying base.ErrCode.
+namespace go logicapi
+
+include "repo.thrift"
+
+struct Session {
+    1: string token
+    2: i64 user_id
+    3: bool is_guest
+    4: string token_id
+    5: i64 expires_at_ms
+}
+
+struct RegisterReq {
+    1: string username
+    2: string password
+}
+struct RegisterResp {
+    1: repo.User user
+}
+
+struct LoginReq {
+    1: string username
+    2: string password
+}
+struct LoginResp {
+    1: string token
+    2: repo.User user
+}
+
+struct GuestReq {
+    1: string guest_name
+}
+
+struct LogoutReq {
+    1: string token
+}
+struct LogoutResp {}
+
+// Verifies a token and that it has not been revoked.
+struct AuthReq {
+    1: string token
+}
+struct AuthResp {
+    1: Session session
+}
+
+struct GetUserReq {
+    1: i64 user_id
+}
+struct GetUserResp {
+    1: repo.User user
+}
+
+struct ConversationView {
+    1: repo.Conversation conversation
+    2: i64 unread_count
+    3: i32 online_count
+}
+struct ListConversationsReq {
+    1: i64 user_id
+}
+struct ListConversationsResp {
+    1: list<ConversationView> conversations
+}
+
+// Paging: page 1 is the newest `size` messages. before_seq / after_seq, when > 0,
+// replace page: the newest `size` messages below before_seq, or the oldest `size`
+// messages above after_seq.
+struct ListMessagesReq {
+    1: i64 user_id
+    2: string conversation_id
+    3: i32 page
+    4: i32 size
+    5: i64 before_seq
+    6: i64 after_seq
+}
+struct ListMessagesResp {
+    1: list<repo.Message> messages
+    2: i64 total
+    3: bool has_more
+}
+
+struct MarkReadReq {
+    1: i64 user_id
+    2: string conversation_id
+    3: i64 seq // 0 = latest
+}
+struct MarkReadResp {
+    1: i64 read_seq
+}
+
+struct SendReq {
+    1: i64 user_id
+    2: string conversation_id
+    3: string content
+    4: i8 type
+    5: string client_msg_id
+    // The sending socket ("<gatewayID>/<connID>"), excluded from the push; empty for HTTP.
+    6: string origin_conn
+}
+struct SendResp {
+    1: repo.Message message
+    2: bool duplicate
+}
+
+service LogicService {
+    RegisterResp Register(1: RegisterReq req)
+    LoginResp Login(1: LoginReq req)
+    LoginResp Guest(1: GuestReq req)
+    LogoutResp Logout(1: LogoutReq req)
+    AuthResp Auth(1: AuthReq req)
+    GetUserResp GetUser(1: GetUserReq req)
+    ListConversationsResp ListConversations(1: ListConversationsReq req)
+    ListMessagesResp ListMessages(1: ListMessagesReq req)
+    MarkReadResp MarkRead(1: MarkReadReq req)
+    SendResp Send(1: SendReq req)
+}
