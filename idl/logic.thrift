@@ -67,7 +67,8 @@ struct ListConversationsResp {
 
 // Paging: page 1 is the newest `size` messages. before_seq / after_seq, when > 0,
 // replace page: the newest `size` messages below before_seq, or the oldest `size`
-// messages above after_seq.
+// messages above after_seq. page 0 means cursor mode from after_seq even when it is 0
+// (the WebSocket sync frame: everything after seq N, oldest first).
 struct ListMessagesReq {
     1: i64 user_id
     2: string conversation_id
@@ -106,6 +107,8 @@ struct SendResp {
 }
 
 service LogicService {
+    // Succeeds when logic and everything it depends on (repo) answer.
+    repo.PingResp Ping(1: repo.PingReq req)
     RegisterResp Register(1: RegisterReq req)
     LoginResp Login(1: LoginReq req)
     LoginResp Guest(1: GuestReq req)

@@ -35,8 +35,8 @@ struct Conversation {
     10: i64 last_message_at_ms
 }
 
+// repo assigns the snowflake id.
 struct CreateUserReq {
-    1: i64 id
     2: string username
     3: string password_hash
     4: bool is_guest
@@ -122,7 +122,12 @@ struct IsRevokedResp {
     1: bool revoked
 }
 
+struct PingReq {}
+struct PingResp {}
+
 service RepoService {
+    // Succeeds when the store and the volatile state answer.
+    PingResp Ping(1: PingReq req)
     CreateUserResp CreateUser(1: CreateUserReq req)
     GetUserByNameResp GetUserByName(1: GetUserByNameReq req)
     GetUsersResp GetUsers(1: GetUsersReq req)

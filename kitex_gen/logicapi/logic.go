@@ -878,6 +878,8 @@ var fieldIDToName_SendResp = map[int16]string{
 }
 
 type LogicService interface {
+	Ping(ctx context.Context, req *repoapi.PingReq) (r *repoapi.PingResp, err error)
+
 	Register(ctx context.Context, req *RegisterReq) (r *RegisterResp, err error)
 
 	Login(ctx context.Context, req *LoginReq) (r *LoginResp, err error)
@@ -897,6 +899,82 @@ type LogicService interface {
 	MarkRead(ctx context.Context, req *MarkReadReq) (r *MarkReadResp, err error)
 
 	Send(ctx context.Context, req *SendReq) (r *SendResp, err error)
+}
+
+type LogicServicePingArgs struct {
+	Req *repoapi.PingReq `thrift:"req,1" frugal:"1,default,repoapi.PingReq" json:"req"`
+}
+
+func NewLogicServicePingArgs() *LogicServicePingArgs {
+	return &LogicServicePingArgs{}
+}
+
+func (p *LogicServicePingArgs) InitDefault() {
+}
+
+var LogicServicePingArgs_Req_DEFAULT *repoapi.PingReq
+
+func (p *LogicServicePingArgs) GetReq() (v *repoapi.PingReq) {
+	if !p.IsSetReq() {
+		return LogicServicePingArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *LogicServicePingArgs) SetReq(val *repoapi.PingReq) {
+	p.Req = val
+}
+
+func (p *LogicServicePingArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *LogicServicePingArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServicePingArgs(%+v)", *p)
+}
+
+var fieldIDToName_LogicServicePingArgs = map[int16]string{
+	1: "req",
+}
+
+type LogicServicePingResult struct {
+	Success *repoapi.PingResp `thrift:"success,0,optional" frugal:"0,optional,repoapi.PingResp" json:"success,omitempty"`
+}
+
+func NewLogicServicePingResult() *LogicServicePingResult {
+	return &LogicServicePingResult{}
+}
+
+func (p *LogicServicePingResult) InitDefault() {
+}
+
+var LogicServicePingResult_Success_DEFAULT *repoapi.PingResp
+
+func (p *LogicServicePingResult) GetSuccess() (v *repoapi.PingResp) {
+	if !p.IsSetSuccess() {
+		return LogicServicePingResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *LogicServicePingResult) SetSuccess(x interface{}) {
+	p.Success = x.(*repoapi.PingResp)
+}
+
+func (p *LogicServicePingResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *LogicServicePingResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServicePingResult(%+v)", *p)
+}
+
+var fieldIDToName_LogicServicePingResult = map[int16]string{
+	0: "success",
 }
 
 type LogicServiceRegisterArgs struct {

@@ -284,7 +284,6 @@ var fieldIDToName_Conversation = map[int16]string{
 }
 
 type CreateUserReq struct {
-	Id           int64  `thrift:"id,1" frugal:"1,default,i64" json:"id"`
 	Username     string `thrift:"username,2" frugal:"2,default,string" json:"username"`
 	PasswordHash string `thrift:"password_hash,3" frugal:"3,default,string" json:"password_hash"`
 	IsGuest      bool   `thrift:"is_guest,4" frugal:"4,default,bool" json:"is_guest"`
@@ -297,10 +296,6 @@ func NewCreateUserReq() *CreateUserReq {
 func (p *CreateUserReq) InitDefault() {
 }
 
-func (p *CreateUserReq) GetId() (v int64) {
-	return p.Id
-}
-
 func (p *CreateUserReq) GetUsername() (v string) {
 	return p.Username
 }
@@ -311,9 +306,6 @@ func (p *CreateUserReq) GetPasswordHash() (v string) {
 
 func (p *CreateUserReq) GetIsGuest() (v bool) {
 	return p.IsGuest
-}
-func (p *CreateUserReq) SetId(val int64) {
-	p.Id = val
 }
 func (p *CreateUserReq) SetUsername(val string) {
 	p.Username = val
@@ -333,7 +325,6 @@ func (p *CreateUserReq) String() string {
 }
 
 var fieldIDToName_CreateUserReq = map[int16]string{
-	1: "id",
 	2: "username",
 	3: "password_hash",
 	4: "is_guest",
@@ -1053,7 +1044,47 @@ var fieldIDToName_IsRevokedResp = map[int16]string{
 	1: "revoked",
 }
 
+type PingReq struct {
+}
+
+func NewPingReq() *PingReq {
+	return &PingReq{}
+}
+
+func (p *PingReq) InitDefault() {
+}
+
+func (p *PingReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("PingReq(%+v)", *p)
+}
+
+var fieldIDToName_PingReq = map[int16]string{}
+
+type PingResp struct {
+}
+
+func NewPingResp() *PingResp {
+	return &PingResp{}
+}
+
+func (p *PingResp) InitDefault() {
+}
+
+func (p *PingResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("PingResp(%+v)", *p)
+}
+
+var fieldIDToName_PingResp = map[int16]string{}
+
 type RepoService interface {
+	Ping(ctx context.Context, req *PingReq) (r *PingResp, err error)
+
 	CreateUser(ctx context.Context, req *CreateUserReq) (r *CreateUserResp, err error)
 
 	GetUserByName(ctx context.Context, req *GetUserByNameReq) (r *GetUserByNameResp, err error)
@@ -1073,6 +1104,82 @@ type RepoService interface {
 	RevokeToken(ctx context.Context, req *RevokeTokenReq) (r *RevokeTokenResp, err error)
 
 	IsRevoked(ctx context.Context, req *IsRevokedReq) (r *IsRevokedResp, err error)
+}
+
+type RepoServicePingArgs struct {
+	Req *PingReq `thrift:"req,1" frugal:"1,default,PingReq" json:"req"`
+}
+
+func NewRepoServicePingArgs() *RepoServicePingArgs {
+	return &RepoServicePingArgs{}
+}
+
+func (p *RepoServicePingArgs) InitDefault() {
+}
+
+var RepoServicePingArgs_Req_DEFAULT *PingReq
+
+func (p *RepoServicePingArgs) GetReq() (v *PingReq) {
+	if !p.IsSetReq() {
+		return RepoServicePingArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *RepoServicePingArgs) SetReq(val *PingReq) {
+	p.Req = val
+}
+
+func (p *RepoServicePingArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *RepoServicePingArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServicePingArgs(%+v)", *p)
+}
+
+var fieldIDToName_RepoServicePingArgs = map[int16]string{
+	1: "req",
+}
+
+type RepoServicePingResult struct {
+	Success *PingResp `thrift:"success,0,optional" frugal:"0,optional,PingResp" json:"success,omitempty"`
+}
+
+func NewRepoServicePingResult() *RepoServicePingResult {
+	return &RepoServicePingResult{}
+}
+
+func (p *RepoServicePingResult) InitDefault() {
+}
+
+var RepoServicePingResult_Success_DEFAULT *PingResp
+
+func (p *RepoServicePingResult) GetSuccess() (v *PingResp) {
+	if !p.IsSetSuccess() {
+		return RepoServicePingResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *RepoServicePingResult) SetSuccess(x interface{}) {
+	p.Success = x.(*PingResp)
+}
+
+func (p *RepoServicePingResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *RepoServicePingResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServicePingResult(%+v)", *p)
+}
+
+var fieldIDToName_RepoServicePingResult = map[int16]string{
+	0: "success",
 }
 
 type RepoServiceCreateUserArgs struct {

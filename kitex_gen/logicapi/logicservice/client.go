@@ -7,10 +7,12 @@ import (
 	client "github.com/cloudwego/kitex/client"
 	callopt "github.com/cloudwego/kitex/client/callopt"
 	logicapi "github.com/gochat/gochat/kitex_gen/logicapi"
+	repoapi "github.com/gochat/gochat/kitex_gen/repoapi"
 )
 
 // Client is designed to provide IDL-compatible methods with call-option parameter for kitex framework.
 type Client interface {
+	Ping(ctx context.Context, req *repoapi.PingReq, callOptions ...callopt.Option) (r *repoapi.PingResp, err error)
 	Register(ctx context.Context, req *logicapi.RegisterReq, callOptions ...callopt.Option) (r *logicapi.RegisterResp, err error)
 	Login(ctx context.Context, req *logicapi.LoginReq, callOptions ...callopt.Option) (r *logicapi.LoginResp, err error)
 	Guest(ctx context.Context, req *logicapi.GuestReq, callOptions ...callopt.Option) (r *logicapi.LoginResp, err error)
@@ -50,6 +52,11 @@ func MustNewClient(destService string, opts ...client.Option) Client {
 
 type kLogicServiceClient struct {
 	*kClient
+}
+
+func (p *kLogicServiceClient) Ping(ctx context.Context, req *repoapi.PingReq, callOptions ...callopt.Option) (r *repoapi.PingResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.Ping(ctx, req)
 }
 
 func (p *kLogicServiceClient) Register(ctx context.Context, req *logicapi.RegisterReq, callOptions ...callopt.Option) (r *logicapi.RegisterResp, err error) {

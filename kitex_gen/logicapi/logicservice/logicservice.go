@@ -8,11 +8,19 @@ import (
 	client "github.com/cloudwego/kitex/client"
 	kitex "github.com/cloudwego/kitex/pkg/serviceinfo"
 	logicapi "github.com/gochat/gochat/kitex_gen/logicapi"
+	repoapi "github.com/gochat/gochat/kitex_gen/repoapi"
 )
 
 var errInvalidMessageType = errors.New("invalid message type for service method handler")
 
 var serviceMethods = map[string]kitex.MethodInfo{
+	"Ping": kitex.NewMethodInfo(
+		pingHandler,
+		newLogicServicePingArgs,
+		newLogicServicePingResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
 	"Register": kitex.NewMethodInfo(
 		registerHandler,
 		newLogicServiceRegisterArgs,
@@ -147,6 +155,24 @@ func newServiceInfo(hasStreaming bool, keepStreamingMethods bool, keepNonStreami
 		Extra:           extra,
 	}
 	return svcInfo
+}
+
+func pingHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*logicapi.LogicServicePingArgs)
+	realResult := result.(*logicapi.LogicServicePingResult)
+	success, err := handler.(logicapi.LogicService).Ping(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newLogicServicePingArgs() interface{} {
+	return logicapi.NewLogicServicePingArgs()
+}
+
+func newLogicServicePingResult() interface{} {
+	return logicapi.NewLogicServicePingResult()
 }
 
 func registerHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
@@ -337,6 +363,16 @@ func newServiceClient(c client.Client) *kClient {
 	return &kClient{
 		c: c,
 	}
+}
+
+func (p *kClient) Ping(ctx context.Context, req *repoapi.PingReq) (r *repoapi.PingResp, err error) {
+	var _args logicapi.LogicServicePingArgs
+	_args.Req = req
+	var _result logicapi.LogicServicePingResult
+	if err = p.c.Call(ctx, "Ping", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
 }
 
 func (p *kClient) Register(ctx context.Context, req *logicapi.RegisterReq) (r *logicapi.RegisterResp, err error) {

@@ -11,6 +11,7 @@ import (
 
 // Client is designed to provide IDL-compatible methods with call-option parameter for kitex framework.
 type Client interface {
+	Ping(ctx context.Context, req *repoapi.PingReq, callOptions ...callopt.Option) (r *repoapi.PingResp, err error)
 	CreateUser(ctx context.Context, req *repoapi.CreateUserReq, callOptions ...callopt.Option) (r *repoapi.CreateUserResp, err error)
 	GetUserByName(ctx context.Context, req *repoapi.GetUserByNameReq, callOptions ...callopt.Option) (r *repoapi.GetUserByNameResp, err error)
 	GetUsers(ctx context.Context, req *repoapi.GetUsersReq, callOptions ...callopt.Option) (r *repoapi.GetUsersResp, err error)
@@ -50,6 +51,11 @@ func MustNewClient(destService string, opts ...client.Option) Client {
 
 type kRepoServiceClient struct {
 	*kClient
+}
+
+func (p *kRepoServiceClient) Ping(ctx context.Context, req *repoapi.PingReq, callOptions ...callopt.Option) (r *repoapi.PingResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.Ping(ctx, req)
 }
 
 func (p *kRepoServiceClient) CreateUser(ctx context.Context, req *repoapi.CreateUserReq, callOptions ...callopt.Option) (r *repoapi.CreateUserResp, err error) {

@@ -13,6 +13,13 @@ import (
 var errInvalidMessageType = errors.New("invalid message type for service method handler")
 
 var serviceMethods = map[string]kitex.MethodInfo{
+	"Ping": kitex.NewMethodInfo(
+		pingHandler,
+		newRepoServicePingArgs,
+		newRepoServicePingResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
 	"CreateUser": kitex.NewMethodInfo(
 		createUserHandler,
 		newRepoServiceCreateUserArgs,
@@ -147,6 +154,24 @@ func newServiceInfo(hasStreaming bool, keepStreamingMethods bool, keepNonStreami
 		Extra:           extra,
 	}
 	return svcInfo
+}
+
+func pingHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*repoapi.RepoServicePingArgs)
+	realResult := result.(*repoapi.RepoServicePingResult)
+	success, err := handler.(repoapi.RepoService).Ping(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newRepoServicePingArgs() interface{} {
+	return repoapi.NewRepoServicePingArgs()
+}
+
+func newRepoServicePingResult() interface{} {
+	return repoapi.NewRepoServicePingResult()
 }
 
 func createUserHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
@@ -337,6 +362,16 @@ func newServiceClient(c client.Client) *kClient {
 	return &kClient{
 		c: c,
 	}
+}
+
+func (p *kClient) Ping(ctx context.Context, req *repoapi.PingReq) (r *repoapi.PingResp, err error) {
+	var _args repoapi.RepoServicePingArgs
+	_args.Req = req
+	var _result repoapi.RepoServicePingResult
+	if err = p.c.Call(ctx, "Ping", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
 }
 
 func (p *kClient) CreateUser(ctx context.Context, req *repoapi.CreateUserReq) (r *repoapi.CreateUserResp, err error) {

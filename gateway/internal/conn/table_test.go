@@ -1,0 +1,103 @@
+package conn
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+type fakeSocket struct {
+	id   uint64
+	sent atomic.Int64
+}
+
+func (f *fakeSocket) ID() uint64          { return f.id }
+func (f *fakeSocket) Send(b []byte) error { f.sent.Add(1); return nil }
+
+func TestAddRemoveFirstLast(t *testing.T) {
+	tb := New[*fakeSocket](4)
+	a1, a2, b1 := &fakeSocket{id: 1}, &fakeSocket{id: 2}, &fakeSocket{id: 3}
+	if !tb.Add(10, a1) {
+		t.Fatal("first socket of user 10 not reported first")
+	}
+	if tb.Add(10, a2) {
+		t.Fatal("second socket of user 10 reported first")
+	}
+	if !tb.Add(20, b1) {
+		t.Fatal("first socket of user 20 not reported first")
+	}
+	if got := tb.Users(); got != 2 {
+		t.Fatalf("Users = %d, want 2", got)
+	}
+	if tb.Remove(10, a1.id) {
+		t.Fatal("removing one of two sockets reported last")
+	}
+	if tb.Remove(10, 999) {
+		t.Fatal("removing an unknown socket reported last")
+	}
+	if !tb.Remove(10, a2.id) {
+		t.Fatal("removing the last socket not reported last")
+	}
+	if tb.Remove(10, a2.id) {
+		t.Fatal("double remove reported last")
+	}
+	if got := tb.Users(); got != 1 {
+		t.Fatalf("Users = %d, want 1", got)
+	}
+}
+
+func TestEachVisitsEverySocketOnce(t *testing.T) {
+	tb := New[*fakeSocket](16)
+	var socks []*fakeSocket
+	for i := range 1000 {
+		s := &fakeSocket{id: uint64(i)}
+		socks = append(socks, s)
+		tb.Add(int64(i%300)+1, s)
+	}
+	for _, parallel := range []int{1, 4} {
+		var n atomic.Int64
+		tb.Each(parallel, func(s *fakeSocket) { n.Add(1); _ = s.Send(nil) })
+		if n.Load() != 1000 {
+			t.Fatalf("parallel=%d visited %d sockets, want 1000", parallel, n.Load())
+		}
+	}
+	for _, s := range socks {
+		if s.sent.Load() != 2 {
+			t.Fatalf("socket %d got %d sends, want 2", s.id, s.sent.Load())
+		}
+	}
+	var n int
+	tb.User(1, func(*fakeSocket) { n++ })
+	if n != 4 { // ids 0,300,600,900 map to user 1
+		t.Fatalf("User(1) visited %d, want 4", n)
+	}
+}
+
+func TestConcurrentAddRemove(t *testing.T) {
+	tb := New[*fakeSocket](8)
+	var wg sync.WaitGroup
+	var firsts, lasts atomic.Int64
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 500 {
+				uid := int64(i % 50)
+				id := uint64(g*1000 + i)
+				if tb.Add(uid, &fakeSocket{id: id}) {
+					firsts.Add(1)
+				}
+				if tb.Remove(uid, id) {
+					lasts.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if tb.Users() != 0 {
+		t.Fatalf("Users = %d after all removed", tb.Users())
+	}
+	if firsts.Load() != lasts.Load() {
+		t.Fatalf("firsts %d != lasts %d", firsts.Load(), lasts.Load())
+	}
+}

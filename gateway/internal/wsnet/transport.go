@@ -1,0 +1,311 @@
+package wsnet
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/cloudwego/hertz/pkg/common/config"
+	"github.com/cloudwego/hertz/pkg/common/hlog"
+	"github.com/cloudwego/hertz/pkg/network"
+	hnetpoll "github.com/cloudwego/hertz/pkg/network/netpoll"
+	"github.com/cloudwego/netpoll"
+)
+
+// Transport builds the Hertz transport for this Server; pass the method value to
+// server.WithTransport. It takes the listener, timeouts and hooks from Hertz's options
+// exactly as Hertz's stock netpoll transport does (Listener or Network/Addr,
+// ReadTimeout, WriteTimeout, KeepAliveTimeout, OnAccept, OnConnect,
+// SenseClientDisconnection). TLS is not supported, as with stock netpoll.
+func (s *Server) Transport(opts *config.Options) network.Transporter {
+	return &transporter{
+		srv:          s,
+		network:      opts.Network,
+		addr:         opts.Addr,
+		ln:           opts.Listener,
+		listenConfig: opts.ListenConfig,
+		readTimeout:  opts.ReadTimeout,
+		writeTimeout: opts.WriteTimeout,
+		keepAlive:    opts.KeepAliveTimeout,
+		onAccept:     opts.OnAccept,
+		onConnect:    opts.OnConnect,
+		sense:        opts.SenseClientDisconnection,
+	}
+}
+
+// transporter implements network.Transporter for Hertz: a netpoll event loop whose
+// OnRequest routes each connection to the WebSocket path or to Hertz.
+type transporter struct {
+	srv *Server
+
+	// Copied from Hertz's options at construction; read-only afterwards.
+	network, addr string
+	listenConfig  *net.ListenConfig
+	readTimeout   time.Duration
+	writeTimeout  time.Duration
+	keepAlive     time.Duration
+	onAccept      func(conn net.Conn) context.Context
+	onConnect     func(ctx context.Context, conn network.Conn) context.Context
+	sense         bool
+
+	mu sync.RWMutex // guards ln
+	ln net.Listener // Hertz's listener, or the one ListenAndServe opened
+	// onData is Hertz's handler, set once before the event loop starts.
+	onData network.OnData
+}
+
+// slotKey keys the per-connection *slot in the netpoll connection context.
+type slotKey struct{}
+
+// slot is the routing state of one accepted connection. Only the connection's
+// OnRequest task touches it, and netpoll runs at most one such task at a time.
+type slot struct {
+	ws   *Conn // set at upgrade: the connection is a WebSocket from then on
+	http bool  // handed to Hertz
+}
+
+// cancelKey carries the cancel func for SenseClientDisconnection (stock behaviour).
+type cancelKey struct{}
+
+// Listener returns the listening socket; Hertz uses it to tell whether it is running.
+func (t *transporter) Listener() net.Listener {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.ln
+}
+
+// ListenAndServe runs the event loop on the listener until Shutdown or Close.
+func (t *transporter) ListenAndServe(onData network.OnData) error {
+	network.UnlinkUdsFile(t.network, t.addr) //nolint:errcheck // stock does the same
+	t.mu.Lock()
+	if t.ln == nil {
+		var err error
+		if t.listenConfig != nil {
+			t.ln, err = t.listenConfig.Listen(context.Background(), t.network, t.addr)
+		} else {
+			t.ln, err = net.Listen(t.network, t.addr)
+		}
+		if err != nil {
+			t.mu.Unlock()
+			return err
+		}
+	}
+	ln := t.ln
+	t.onData = onData
+	t.mu.Unlock()
+
+	opts := []netpoll.Option{
+		netpoll.WithIdleTimeout(t.keepAlive), // TCP keepalive, as stock
+		netpoll.WithOnPrepare(t.prepare),
+	}
+	if t.onConnect != nil {
+		opts = append(opts, netpoll.WithOnConnect(func(ctx context.Context, c netpoll.Connection) context.Context {
+			if hc, ok := hertzConn(c); ok {
+				return t.onConnect(ctx, hc)
+			}
+			return ctx
+		}))
+	}
+	if t.sense {
+		opts = append(opts, netpoll.WithOnDisconnect(func(ctx context.Context, _ netpoll.Connection) {
+			if cancel, ok := ctx.Value(cancelKey{}).(context.CancelFunc); ok {
+				cancel()
+			}
+		}))
+	}
+	el, err := netpoll.NewEventLoop(t.onRequest, opts...)
+	if err != nil {
+		return err
+	}
+	if err := t.srv.start(t, el); err != nil {
+		return err
+	}
+	hlog.SystemLogger().Infof("HTTP+WebSocket server listening on address=%s ws_path=%s", ln.Addr().String(), t.srv.cfg.Path)
+	return el.Serve(ln)
+}
+
+// Close stops at once: sockets get a best-effort 1001 and are closed without grace.
+func (t *transporter) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 0)
+	defer cancel()
+	return t.Shutdown(ctx)
+}
+
+// Shutdown is Server.Shutdown; Hertz calls it from its own Shutdown.
+func (t *transporter) Shutdown(ctx context.Context) error {
+	defer network.UnlinkUdsFile(t.network, t.addr) //nolint:errcheck
+	return t.srv.Shutdown(ctx)
+}
+
+// prepare runs when a connection is accepted: Hertz's OnAccept hook, the
+// disconnection-sensing context, and an empty routing slot.
+func (t *transporter) prepare(c netpoll.Connection) context.Context {
+	ctx := context.Background()
+	if t.onAccept != nil {
+		if hc, ok := hertzConn(c); ok {
+			ctx = t.onAccept(hc)
+		}
+	}
+	if t.sense {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		ctx = context.WithValue(ctx, cancelKey{}, cancel)
+	}
+	return context.WithValue(ctx, slotKey{}, &slot{})
+}
+
+// onRequest is netpoll's OnRequest: it runs whenever the connection has unread input
+// and no other OnRequest of it is running. It must consume all input or close.
+func (t *transporter) onRequest(ctx context.Context, c netpoll.Connection) error {
+	sl, _ := ctx.Value(slotKey{}).(*slot)
+	switch {
+	case sl == nil: // a Hertz OnConnect hook replaced our context: nothing to route with
+		return t.serveHTTP(ctx, c, nil)
+	case sl.ws != nil:
+		sl.ws.onData()
+		return nil
+	case sl.http:
+		return t.serveHTTP(ctx, c, sl)
+	}
+	s := t.srv
+	_ = c.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	v, err := sniff(c.Reader(), s.cfg.Path)
+	switch {
+	case err != nil: // nothing classifiable before the deadline, or the peer left
+		_ = c.Close()
+		return nil
+	case v == notOurs:
+		return t.serveHTTP(ctx, c, sl)
+	}
+	return t.upgrade(ctx, c, sl)
+}
+
+// serveHTTP hands the connection to Hertz for the rest of its life, wrapped in the
+// stock netpoll adapter (ErrEOF→io.EOF, ToHertzError, HandleSpecificError). Hertz
+// loops over keep-alive requests and closes the connection when it returns.
+func (t *transporter) serveHTTP(ctx context.Context, c netpoll.Connection, sl *slot) error {
+	if sl != nil {
+		sl.http = true
+	}
+	_ = c.SetReadTimeout(t.readTimeout) // also clears the sniffing deadline
+	if t.writeTimeout > 0 {
+		_ = c.SetWriteTimeout(t.writeTimeout)
+	}
+	hc, ok := hertzConn(c)
+	if !ok {
+		_ = c.Close()
+		return errors.New("wsnet: netpoll connection does not implement network.Conn")
+	}
+	return t.onData(ctx, hc)
+}
+
+// hertzConn wraps a netpoll connection in Hertz's own netpoll adapter.
+func hertzConn(c netpoll.Connection) (network.Conn, bool) {
+	nc, ok := c.(network.Conn)
+	if !ok {
+		return nil, false
+	}
+	return &hnetpoll.Conn{Conn: nc}, true
+}
+
+// upgrade serves a request on the WebSocket path: it reads and checks the head, asks
+// the Handler, writes the 101 and turns the connection into a Conn. A request on the
+// path without "Upgrade: websocket" goes to Hertz with its bytes unconsumed.
+func (t *transporter) upgrade(ctx context.Context, nc netpoll.Connection, sl *slot) error {
+	s := t.srv
+	_ = nc.SetWriteTimeout(s.cfg.WriteTimeout)
+	if s.stopping.Load() {
+		t.refuse(nc, textError(http.StatusServiceUnavailable, "server is shutting down"))
+		return nil
+	}
+	if s.handshakes.Add(1) > int64(s.cfg.MaxHandshakes) {
+		s.handshakes.Add(-1)
+		t.refuse(nc, textError(http.StatusServiceUnavailable, "too many handshakes in progress"))
+		return nil
+	}
+	inProgress := true
+	done := func() {
+		if inProgress {
+			inProgress = false
+			s.handshakes.Add(-1)
+		}
+	}
+	defer done()
+
+	r := nc.Reader()
+	end, err := readHead(r)
+	switch {
+	case errors.Is(err, errHeadTooLarge):
+		t.refuse(nc, textError(http.StatusRequestHeaderFieldsTooLarge, "request head over 8 KiB"))
+		return nil
+	case err != nil: // deadline or EOF
+		s.rejected.Add(1)
+		_ = nc.Close()
+		return nil
+	}
+	head, err := r.Peek(end)
+	if err != nil {
+		_ = nc.Close()
+		return nil
+	}
+	hs := parseHead(head)
+	if !hs.websocket {
+		done()
+		return t.serveHTTP(ctx, nc, sl)
+	}
+	if hs.status != 0 {
+		t.refuse(nc, textError(hs.status, hs.problem))
+		return nil
+	}
+	// parseHead copied everything it returns: the head bytes can go.
+	_ = r.Skip(end)
+	_ = r.Release()
+
+	req := &hs.req
+	req.RemoteAddr = nc.RemoteAddr().String()
+	actx, cancel := context.WithDeadline(s.ctx, time.Now().Add(s.cfg.HandshakeTimeout))
+	data, rej := s.h.Authorize(actx, req)
+	cancel()
+	if rej != nil {
+		t.refuse(nc, rejectResponse(rej, req.Header.Get("Origin")))
+		return nil
+	}
+	if s.stopping.Load() {
+		t.refuse(nc, textError(http.StatusServiceUnavailable, "server is shutting down"))
+		return nil
+	}
+	protocol := req.Protocol
+	if protocol != "" && !offeredProtocol(req.Header, protocol) {
+		protocol = ""
+	}
+	// No drain goroutine exists yet, so this is the only writer.
+	if _, err := nc.Write(switchingProtocols(hs.key, protocol)); err != nil {
+		_ = nc.Close()
+		return nil
+	}
+	c := s.newConn(nc, data)
+	_ = nc.SetReadTimeout(s.cfg.ReadTimeout) // also clears the handshake deadline
+	sl.ws = c
+	// Close callbacks never run while this OnRequest is running, so OnClose cannot
+	// overtake OnOpen below.
+	_ = nc.AddCloseCallback(c.closed)
+	stopping := s.register(c)
+	s.upgrades.Add(1)
+	done()
+	s.h.OnOpen(c)
+	if stopping {
+		c.Close(CloseGoingAway, "going away")
+	}
+	c.onData() // frames that were pipelined behind the request
+	return nil
+}
+
+// refuse writes a complete error response and closes the connection.
+func (t *transporter) refuse(nc netpoll.Connection, resp []byte) {
+	t.srv.rejected.Add(1)
+	_, _ = nc.Write(resp)
+	_ = nc.Close()
+}

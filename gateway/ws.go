@@ -1,0 +1,236 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gochat/gochat/gateway/internal/wire"
+	"github.com/gochat/gochat/gateway/internal/wsnet"
+	"github.com/gochat/gochat/kitex_gen/base"
+	"github.com/gochat/gochat/kitex_gen/logicapi"
+	"github.com/gochat/gochat/logic/pushq"
+)
+
+// wsHandler is the Gateway seen as the WebSocket server's handler.
+type wsHandler Gateway
+
+var _ wsnet.Handler = (*wsHandler)(nil)
+
+// session is what an accepted socket carries.
+type session struct {
+	userID int64
+	guest  bool
+	origin string // "<gatewayID>/<connID>", set at open: pushes carrying it skip this socket
+}
+
+func rejectJSON(status int, code, msg string) *wsnet.Reject {
+	b, _ := json.Marshal(envelope{Success: false, Message: msg, Code: code})
+	return &wsnet.Reject{Status: status, Body: b}
+}
+
+// Authorize checks the Origin and the token before the 101: a bad token is a 401
+// without an upgrade.
+func (h *wsHandler) Authorize(ctx context.Context, r *wsnet.Request) (any, *wsnet.Reject) {
+	g := (*Gateway)(h)
+	if o := r.Header.Get("Origin"); o != "" && !g.originAllowed(o) {
+		return nil, rejectJSON(http.StatusForbidden, "ORIGIN_NOT_ALLOWED", "origin not allowed")
+	}
+	tok := r.Query.Get("token")
+	if _, err := g.tokens.Verify(tok); err != nil {
+		return nil, rejectJSON(http.StatusUnauthorized, errUnauthorized.code, errUnauthorized.msg)
+	}
+	cctx, cancel := g.callCtx(ctx)
+	defer cancel()
+	resp, err := g.logic.Auth(cctx, &logicapi.AuthReq{Token: tok})
+	if err != nil {
+		ae := g.classify("ws auth", err)
+		return nil, rejectJSON(ae.status, ae.code, ae.msg)
+	}
+	return &session{userID: resp.Session.UserId, guest: resp.Session.IsGuest}, nil
+}
+
+// OnOpen registers the socket and greets it.
+func (h *wsHandler) OnOpen(c *wsnet.Conn) {
+	g := (*Gateway)(h)
+	s := c.Data().(*session)
+	s.origin = g.cfg.ID + "/" + strconv.FormatUint(c.ID(), 10)
+	g.sockets.Add(s.userID, c)
+	g.write(c, "connected", wire.Connected{
+		UserID: wire.ID(s.userID), ConnectionID: s.origin, ServerTime: time.Now().UTC().Format(wire.TimeLayout),
+	})
+}
+
+// OnClose unregisters the socket.
+func (h *wsHandler) OnClose(c *wsnet.Conn, _ int, _ string) {
+	g := (*Gateway)(h)
+	s := c.Data().(*session)
+	g.sockets.Remove(s.userID, c.ID())
+}
+
+func (g *Gateway) write(c *wsnet.Conn, typ string, data any) {
+	g.m.frames.WithLabelValues("out", typ).Inc()
+	// Send only fails when the socket is closed or was just closed for being too slow;
+	// either way the client recovers by seq after reconnecting.
+	_ = c.Send(wire.Encode(typ, data))
+}
+
+func (g *Gateway) writeError(c *wsnet.Conn, code, msg, tempID string) {
+	g.write(c, "error", wire.Error{Code: code, Message: msg, TempMessageID: tempID})
+}
+
+// frameTypes bounds the label values of the frames metric.
+var frameTypes = map[string]bool{"send-message": true, "ping": true, "sync": true, "read": true}
+
+// OnText handles one client frame. Frames of one socket are handled in order.
+func (h *wsHandler) OnText(c *wsnet.Conn, msg []byte) {
+	g := (*Gateway)(h)
+	s := c.Data().(*session)
+	var f wire.InFrame
+	if err := json.Unmarshal(msg, &f); err != nil {
+		g.m.frames.WithLabelValues("in", "invalid").Inc()
+		g.writeError(c, "BAD_FRAME", `frame must be a JSON object {"type": "...", "data": {...}}`, "")
+		return
+	}
+	label := f.Type
+	if !frameTypes[label] {
+		label = "unknown"
+	}
+	g.m.frames.WithLabelValues("in", label).Inc()
+	switch f.Type {
+	case "ping":
+		g.write(c, "pong", nil)
+	case "send-message":
+		g.onSend(c, s, f.Data)
+	case "sync":
+		g.onSync(c, s, f.Data)
+	case "read":
+		g.onRead(c, s, f.Data)
+	default:
+		g.writeError(c, "UNKNOWN_TYPE", "unknown frame type "+strconv.Quote(truncate(f.Type, 40)), "")
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// wsError maps an error from logic to an error frame's code and message.
+func (g *Gateway) wsError(op string, err error) (string, string) {
+	ae := g.classify(op, err)
+	return ae.code, ae.msg
+}
+
+func (g *Gateway) onSend(c *wsnet.Conn, s *session, raw json.RawMessage) {
+	start := time.Now()
+	var d wire.SendMessage
+	if len(raw) == 0 || json.Unmarshal(raw, &d) != nil {
+		g.writeError(c, "BAD_FRAME", "send-message data must be an object with conversationId, content, messageType and tempMessageId", "")
+		g.m.sendSeconds.WithLabelValues("error").Observe(time.Since(start).Seconds())
+		return
+	}
+	tempID := d.TempID()
+	typeRaw := d.MessageType
+	if len(typeRaw) == 0 {
+		typeRaw = d.Type
+	}
+	typ, ok := wire.ParseType(typeRaw)
+	switch {
+	case !ok:
+		g.writeError(c, base.ErrCode_INVALID_MESSAGE_TYPE.String(), "messageType must be text, image or file", tempID)
+	case d.Content == nil:
+		g.writeError(c, base.ErrCode_CONTENT_EMPTY.String(), "content is required", tempID)
+	case strings.TrimSpace(d.ConversationID) == "":
+		g.writeError(c, base.ErrCode_INVALID_CONVERSATION.String(), "conversationId is required", tempID)
+	default:
+		ctx, cancel := g.callCtx(context.Background())
+		resp, err := g.logic.Send(ctx, &logicapi.SendReq{
+			UserId: s.userID, ConversationId: d.ConversationID, Content: *d.Content, Type: typ,
+			ClientMsgId: tempID, OriginConn: s.origin,
+		})
+		cancel()
+		if err != nil {
+			code, msg := g.wsError("send", err)
+			g.writeError(c, code, msg, tempID)
+			break
+		}
+		m := resp.Message
+		g.write(c, "message-ack", wire.Ack{
+			TempMessageID: tempID, ClientMsgID: tempID, MessageID: wire.ID(m.Id), ConversationID: m.ConversationId,
+			SeqID: m.Seq, SendTime: wire.Time(m.CreatedAtMs),
+		})
+		g.m.sendSeconds.WithLabelValues("ok").Observe(time.Since(start).Seconds())
+		return
+	}
+	g.m.sendSeconds.WithLabelValues("error").Observe(time.Since(start).Seconds())
+}
+
+func (g *Gateway) onSync(c *wsnet.Conn, s *session, raw json.RawMessage) {
+	var d wire.Sync
+	if len(raw) == 0 || json.Unmarshal(raw, &d) != nil || d.AfterSeq < 0 || d.Limit < 0 {
+		g.writeError(c, "BAD_FRAME", "sync data must be {conversationId, afterSeq >= 0, limit?}", "")
+		return
+	}
+	ctx, cancel := g.callCtx(context.Background())
+	defer cancel()
+	resp, err := g.logic.ListMessages(ctx, &logicapi.ListMessagesReq{
+		UserId: s.userID, ConversationId: d.ConversationID, Page: 0, Size: min(d.Limit, 100), AfterSeq: d.AfterSeq,
+	})
+	if err != nil {
+		code, msg := g.wsError("sync", err)
+		g.writeError(c, code, msg, "")
+		return
+	}
+	out := make([]wire.Message, len(resp.Messages))
+	for i, m := range resp.Messages {
+		out[i] = wire.MessageFrom(m)
+	}
+	g.write(c, "sync-result", wire.SyncResult{ConversationID: d.ConversationID, Messages: out, HasMore: resp.HasMore})
+}
+
+func (g *Gateway) onRead(c *wsnet.Conn, s *session, raw json.RawMessage) {
+	var d wire.Read
+	if len(raw) == 0 || json.Unmarshal(raw, &d) != nil || d.SeqID < 0 {
+		g.writeError(c, "BAD_FRAME", "read data must be {conversationId, seqId >= 0}", "")
+		return
+	}
+	ctx, cancel := g.callCtx(context.Background())
+	defer cancel()
+	if _, err := g.logic.MarkRead(ctx, &logicapi.MarkReadReq{UserId: s.userID, ConversationId: d.ConversationID, Seq: d.SeqID}); err != nil {
+		code, msg := g.wsError("read", err)
+		g.writeError(c, code, msg, "")
+	}
+}
+
+// onBroadcast delivers a world-room push to every socket on this gateway except the
+// one that sent it. The frame is encoded once and shared.
+func (g *Gateway) onBroadcast(value []byte) {
+	p, err := pushq.DecodePush(value)
+	if err != nil {
+		g.log.Error("undecodable push dropped", "err", err)
+		return
+	}
+	var skip uint64
+	if id, ok := strings.CutPrefix(p.OriginConn, g.cfg.ID+"/"); ok {
+		skip, _ = strconv.ParseUint(id, 10, 64)
+	}
+	frame := wire.Encode("new-message", wire.NewMessage{ConversationID: p.Message.ConversationID, Message: wire.MessageFromPush(p.Message)})
+	var n float64
+	g.sockets.Each(1, func(c *wsnet.Conn) {
+		if c.ID() == skip {
+			return
+		}
+		_ = c.Send(frame)
+		n++
+	})
+	g.m.frames.WithLabelValues("out", "new-message").Add(n)
+	if p.Message.CreatedAtMs > 0 {
+		g.m.pushSeconds.Observe(time.Since(time.UnixMilli(p.Message.CreatedAtMs)).Seconds())
+	}
+}

@@ -1,0 +1,199 @@
+package logic
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gochat/gochat/kitex_gen/base"
+	"github.com/gochat/gochat/kitex_gen/logicapi"
+	"github.com/gochat/gochat/kitex_gen/repoapi"
+	"github.com/gochat/gochat/logic/pushq"
+)
+
+// Paging limits of contract.md §3.
+const (
+	defaultPageSize = 50
+	maxPageSize     = 100
+)
+
+// visibleConversation loads a conversation the user may read and post in, with the
+// user's read pointer.
+func (l *Logic) visibleConversation(ctx context.Context, userID int64, convID string) (*repoapi.GetConversationResp, error) {
+	if !validConversationID(convID) {
+		return nil, bizErr(base.ErrCode_INVALID_CONVERSATION, "invalid conversation id")
+	}
+	resp, err := l.repo.GetConversation(ctx, &repoapi.GetConversationReq{ConversationId: convID, UserId: userID})
+	if isCode(err, base.ErrCode_NOT_FOUND) {
+		return nil, bizErr(base.ErrCode_CONVERSATION_NOT_FOUND, "conversation not found")
+	}
+	if err != nil {
+		return nil, l.passthrough("get conversation", err)
+	}
+	if resp.Conversation.Type != "world" {
+		// 1:1 and group conversations arrive with friends and groups; until then only
+		// world exists and nobody else may touch a conversation row.
+		return nil, bizErr(base.ErrCode_NOT_MEMBER, "you are not a member of this conversation")
+	}
+	return resp, nil
+}
+
+// ListConversations returns the user's conversations: world first, then by last message time.
+func (l *Logic) ListConversations(ctx context.Context, req *logicapi.ListConversationsReq) (*logicapi.ListConversationsResp, error) {
+	resp, err := l.repo.ListUserConversations(ctx, &repoapi.ListUserConversationsReq{UserId: req.UserId})
+	if err != nil {
+		return nil, l.passthrough("list user conversations", err)
+	}
+	out := make([]*logicapi.ConversationView, 0, len(resp.Conversations))
+	for _, uc := range resp.Conversations {
+		out = append(out, &logicapi.ConversationView{
+			Conversation: uc.Conversation,
+			UnreadCount:  max(0, uc.Conversation.LastSeq-uc.ReadSeq),
+		})
+	}
+	slices.SortStableFunc(out, func(a, b *logicapi.ConversationView) int {
+		aw, bw := a.Conversation.Type == "world", b.Conversation.Type == "world"
+		switch {
+		case aw != bw:
+			if aw {
+				return -1
+			}
+			return 1
+		default:
+			return cmp.Or(
+				cmp.Compare(b.Conversation.LastMessageAtMs, a.Conversation.LastMessageAtMs),
+				strings.Compare(a.Conversation.Id, b.Conversation.Id),
+			)
+		}
+	})
+	return &logicapi.ListConversationsResp{Conversations: out}, nil
+}
+
+// seqWindow turns the paging request into an inclusive seq range. Seqs are gap-free
+// from 1 to lastSeq, so a page is pure arithmetic.
+func seqWindow(req *logicapi.ListMessagesReq, lastSeq int64) (lo, hi int64, hasMore bool) {
+	size := int64(req.Size)
+	if size <= 0 {
+		size = defaultPageSize
+	}
+	size = min(size, maxPageSize)
+	switch {
+	case req.AfterSeq > 0 || req.Page == 0:
+		lo, hi = req.AfterSeq+1, min(lastSeq, req.AfterSeq+size)
+		return lo, hi, hi < lastSeq
+	case req.BeforeSeq > 0:
+		hi = min(req.BeforeSeq-1, lastSeq)
+	default:
+		page := int64(max(req.Page, 1))
+		hi = lastSeq - (page-1)*size
+	}
+	if hi < 1 {
+		return 1, 0, false
+	}
+	lo = max(1, hi-size+1)
+	return lo, hi, lo > 1
+}
+
+// ListMessages returns one page of history, oldest→newest within the page.
+func (l *Logic) ListMessages(ctx context.Context, req *logicapi.ListMessagesReq) (*logicapi.ListMessagesResp, error) {
+	if req.Page < 0 || req.Size < 0 || req.BeforeSeq < 0 || req.AfterSeq < 0 {
+		return nil, bizErr(base.ErrCode_BAD_REQUEST, "page, size, beforeSeq and afterSeq must not be negative")
+	}
+	conv, err := l.visibleConversation(ctx, req.UserId, req.ConversationId)
+	if err != nil {
+		return nil, err
+	}
+	last := conv.Conversation.LastSeq
+	lo, hi, hasMore := seqWindow(req, last)
+	resp := &logicapi.ListMessagesResp{Total: last, HasMore: hasMore, Messages: []*repoapi.Message{}}
+	if lo > hi {
+		return resp, nil
+	}
+	ms, err := l.repo.ListMessages(ctx, &repoapi.ListMessagesReq{ConversationId: req.ConversationId, FromSeq: lo, ToSeq: hi})
+	if err != nil {
+		return nil, l.passthrough("list messages", err)
+	}
+	resp.Messages = ms.Messages
+	return resp, nil
+}
+
+// MarkRead moves the caller's read pointer (0 = to the latest message).
+func (l *Logic) MarkRead(ctx context.Context, req *logicapi.MarkReadReq) (*logicapi.MarkReadResp, error) {
+	if req.Seq < 0 {
+		return nil, bizErr(base.ErrCode_BAD_REQUEST, "seqId must not be negative")
+	}
+	if _, err := l.visibleConversation(ctx, req.UserId, req.ConversationId); err != nil {
+		return nil, err
+	}
+	resp, err := l.repo.SetReadSeq(ctx, &repoapi.SetReadSeqReq{ConversationId: req.ConversationId, UserId: req.UserId, Seq: req.Seq})
+	if err != nil {
+		return nil, l.passthrough("set read seq", err)
+	}
+	return &logicapi.MarkReadResp{ReadSeq: resp.ReadSeq}, nil
+}
+
+// Message types as stored (contract.md §2).
+const (
+	typeText int8 = 1
+	typeFile int8 = 3
+)
+
+// maxClientMsgID bounds the idempotency key (the column is varchar(64)).
+const maxClientMsgID = 64
+
+// Send is the send pipeline: check, store durably (repo de-duplicates on the client
+// message id and assigns the seq), then queue the fan-out and return for the ack.
+func (l *Logic) Send(ctx context.Context, req *logicapi.SendReq) (*logicapi.SendResp, error) {
+	start := time.Now()
+	if req.Type < typeText || req.Type > typeFile {
+		return nil, bizErr(base.ErrCode_INVALID_MESSAGE_TYPE, "type must be text, image or file")
+	}
+	if strings.TrimSpace(req.Content) == "" {
+		return nil, bizErr(base.ErrCode_CONTENT_EMPTY, "message content is empty")
+	}
+	if len(req.Content) > l.cfg.MaxContent {
+		return nil, bizErr(base.ErrCode_CONTENT_TOO_LONG, "message content is too long")
+	}
+	if len(req.ClientMsgId) > maxClientMsgID {
+		return nil, bizErr(base.ErrCode_INVALID_CLIENT_MSG_ID, "client message id is longer than 64 bytes")
+	}
+	if _, err := l.visibleConversation(ctx, req.UserId, req.ConversationId); err != nil {
+		return nil, err
+	}
+	name, err := l.senderName(ctx, req.UserId)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := l.repo.Append(ctx, &repoapi.AppendReq{Message: &repoapi.Message{
+		ConversationId: req.ConversationId, SenderId: req.UserId, SenderName: name,
+		Type: req.Type, Content: req.Content, ClientMsgId: req.ClientMsgId,
+	}})
+	if err != nil {
+		return nil, l.passthrough("append", err)
+	}
+	l.sendSeconds.Observe(sinceSeconds(start))
+	// A duplicate was fanned out when it was first stored; pushing it again would
+	// deliver it twice.
+	if !resp.Duplicate {
+		l.fanout.enqueue(route(resp.Message, req.OriginConn))
+	}
+	return &logicapi.SendResp{Message: resp.Message, Duplicate: resp.Duplicate}, nil
+}
+
+// route decides where a stored message goes. World is one record on the broadcast
+// topic that every gateway delivers to all of its sockets.
+func route(m *repoapi.Message, origin string) pushJob {
+	return pushJob{
+		topic: pushq.TopicBroadcast,
+		key:   []byte(m.ConversationId),
+		push: pushq.Push{
+			Message: pushq.Message{
+				ID: m.Id, ConversationID: m.ConversationId, Seq: m.Seq, SenderID: m.SenderId, SenderName: m.SenderName,
+				Type: m.Type, Content: m.Content, ClientMsgID: m.ClientMsgId, CreatedAtMs: m.CreatedAtMs,
+			},
+			OriginConn: origin,
+		},
+	}
+}

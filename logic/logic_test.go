@@ -1,0 +1,400 @@
+package logic_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bwmarrin/snowflake"
+	"github.com/cloudwego/kitex/client/callopt"
+	"github.com/cloudwego/kitex/pkg/kerrors"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gochat/gochat/kitex_gen/base"
+	"github.com/gochat/gochat/kitex_gen/logicapi"
+	"github.com/gochat/gochat/kitex_gen/repoapi"
+	"github.com/gochat/gochat/kitex_gen/taskapi"
+	"github.com/gochat/gochat/logic"
+	"github.com/gochat/gochat/logic/authtoken"
+	"github.com/gochat/gochat/logic/pushq"
+	"github.com/gochat/gochat/repo"
+	"github.com/gochat/gochat/repo/kv"
+	"github.com/gochat/gochat/repo/repotest"
+	"github.com/gochat/gochat/repo/store"
+)
+
+// direct calls the repo handler in-process: logic is tested against the real repo
+// and a real SQLite store, without Kitex in between.
+type direct struct{ h *repo.Handler }
+
+func (d direct) CreateUser(ctx context.Context, r *repoapi.CreateUserReq, _ ...callopt.Option) (*repoapi.CreateUserResp, error) {
+	return d.h.CreateUser(ctx, r)
+}
+func (d direct) GetUserByName(ctx context.Context, r *repoapi.GetUserByNameReq, _ ...callopt.Option) (*repoapi.GetUserByNameResp, error) {
+	return d.h.GetUserByName(ctx, r)
+}
+func (d direct) GetUsers(ctx context.Context, r *repoapi.GetUsersReq, _ ...callopt.Option) (*repoapi.GetUsersResp, error) {
+	return d.h.GetUsers(ctx, r)
+}
+func (d direct) Append(ctx context.Context, r *repoapi.AppendReq, _ ...callopt.Option) (*repoapi.AppendResp, error) {
+	return d.h.Append(ctx, r)
+}
+func (d direct) ListMessages(ctx context.Context, r *repoapi.ListMessagesReq, _ ...callopt.Option) (*repoapi.ListMessagesResp, error) {
+	return d.h.ListMessages(ctx, r)
+}
+func (d direct) GetConversation(ctx context.Context, r *repoapi.GetConversationReq, _ ...callopt.Option) (*repoapi.GetConversationResp, error) {
+	return d.h.GetConversation(ctx, r)
+}
+func (d direct) ListUserConversations(ctx context.Context, r *repoapi.ListUserConversationsReq, _ ...callopt.Option) (*repoapi.ListUserConversationsResp, error) {
+	return d.h.ListUserConversations(ctx, r)
+}
+func (d direct) SetReadSeq(ctx context.Context, r *repoapi.SetReadSeqReq, _ ...callopt.Option) (*repoapi.SetReadSeqResp, error) {
+	return d.h.SetReadSeq(ctx, r)
+}
+func (d direct) RevokeToken(ctx context.Context, r *repoapi.RevokeTokenReq, _ ...callopt.Option) (*repoapi.RevokeTokenResp, error) {
+	return d.h.RevokeToken(ctx, r)
+}
+func (d direct) IsRevoked(ctx context.Context, r *repoapi.IsRevokedReq, _ ...callopt.Option) (*repoapi.IsRevokedResp, error) {
+	return d.h.IsRevoked(ctx, r)
+}
+func (d direct) Ping(ctx context.Context, r *repoapi.PingReq, _ ...callopt.Option) (*repoapi.PingResp, error) {
+	return d.h.Ping(ctx, r)
+}
+
+// fakeTask records hand-overs.
+type fakeTask struct {
+	mu   sync.Mutex
+	reqs []*taskapi.DeferPushReq
+}
+
+func (f *fakeTask) DeferPush(_ context.Context, r *taskapi.DeferPushReq, _ ...callopt.Option) (*taskapi.DeferPushResp, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reqs = append(f.reqs, r)
+	return &taskapi.DeferPushResp{}, nil
+}
+
+type env struct {
+	l      *logic.Logic
+	bus    *pushq.Memory
+	pushes chan pushq.Push
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ids, _ := snowflake.NewNode(1)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := store.Open(ctx, store.Config{Driver: "sqlite", DSN: repotest.SQLiteDSN(t)}, ids, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, _ := authtoken.New("0123456789abcdef-test", time.Hour)
+	bus := pushq.NewMemory()
+	cfg := logic.Default()
+	cfg.BcryptCost = 4
+	l, err := logic.New(cfg, logic.Deps{
+		Log: log, Metrics: prometheus.NewRegistry(), Repo: direct{repo.New(st, kv.NewMemory(), log)},
+		Task: &fakeTask{}, Bus: bus, Tokens: signer,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{l: l, bus: bus, pushes: make(chan pushq.Push, 100)}
+	sub, err := bus.Subscribe(ctx, pushq.TopicBroadcast, func(v []byte) {
+		p, err := pushq.DecodePush(v)
+		if err != nil {
+			t.Errorf("undecodable push: %v", err)
+			return
+		}
+		e.pushes <- p
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- l.Run(ctx, func(ctx context.Context) error { <-ctx.Done(); return nil })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		_ = sub.Close()
+		_ = bus.Close()
+		_ = st.Close()
+	})
+	return e
+}
+
+func codeOf(err error) base.ErrCode {
+	if bse, ok := kerrors.FromBizStatusError(err); ok {
+		return base.ErrCode(bse.BizStatusCode())
+	}
+	return -1
+}
+
+func (e *env) register(t *testing.T, name string) (*repoapi.User, string) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := e.l.Register(ctx, &logicapi.RegisterReq{Username: name, Password: "secret123"}); err != nil {
+		t.Fatalf("register %s: %v", name, err)
+	}
+	resp, err := e.l.Login(ctx, &logicapi.LoginReq{Username: name, Password: "secret123"})
+	if err != nil {
+		t.Fatalf("login %s: %v", name, err)
+	}
+	return resp.User, resp.Token
+}
+
+func TestRegisterValidation(t *testing.T) {
+	e := newEnv(t)
+	tests := []struct {
+		name, user, pass string
+		want             base.ErrCode
+	}{
+		{"ok ascii", "alice_1", "secret1", base.ErrCode_OK},
+		{"ok cjk", "小明同学", "密码密码密码", base.ErrCode_OK},
+		{"ok dash", "a-b", "123456", base.ErrCode_OK},
+		{"too short", "ab", "secret1", base.ErrCode_INVALID_USERNAME},
+		{"too long", strings.Repeat("a", 21), "secret1", base.ErrCode_INVALID_USERNAME},
+		{"space", "bob smith", "secret1", base.ErrCode_INVALID_USERNAME},
+		{"control", "bob\x01x", "secret1", base.ErrCode_INVALID_USERNAME},
+		{"newline", "bob\nx", "secret1", base.ErrCode_INVALID_USERNAME},
+		{"emoji", "bob😀x", "secret1", base.ErrCode_INVALID_USERNAME},
+		{"invalid utf8", "bo\xffb", "secret1", base.ErrCode_INVALID_USERNAME},
+		{"short password", "carol", "12345", base.ErrCode_INVALID_PASSWORD},
+		{"long password", "carol2", strings.Repeat("x", 51), base.ErrCode_INVALID_PASSWORD},
+		{"duplicate", "alice_1", "secret1", base.ErrCode_USERNAME_TAKEN},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := e.l.Register(context.Background(), &logicapi.RegisterReq{Username: tt.user, Password: tt.pass})
+			if tt.want == base.ErrCode_OK {
+				if err != nil {
+					t.Fatalf("Register(%q) = %v, want ok", tt.user, err)
+				}
+				return
+			}
+			if got := codeOf(err); got != tt.want {
+				t.Fatalf("Register(%q) code = %v (%v), want %v", tt.user, got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoginSameAnswerForUnknownAndWrong(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	// 50 CJK runes = 150 bytes: beyond bcrypt's 72-byte limit, still a valid password.
+	long := strings.Repeat("密", 50)
+	if _, err := e.l.Register(ctx, &logicapi.RegisterReq{Username: "dave", Password: long}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.l.Login(ctx, &logicapi.LoginReq{Username: "dave", Password: long}); err != nil {
+		t.Fatalf("login with long password: %v", err)
+	}
+	_, wrong := e.l.Login(ctx, &logicapi.LoginReq{Username: "dave", Password: strings.Repeat("密", 49) + "x"})
+	_, unknown := e.l.Login(ctx, &logicapi.LoginReq{Username: "nobody", Password: "whatever"})
+	if codeOf(wrong) != base.ErrCode_INVALID_CREDENTIALS || codeOf(unknown) != base.ErrCode_INVALID_CREDENTIALS {
+		t.Fatalf("wrong=%v unknown=%v, want INVALID_CREDENTIALS for both", wrong, unknown)
+	}
+	if wrong.Error() != unknown.Error() {
+		t.Fatalf("messages differ: %q vs %q", wrong, unknown)
+	}
+}
+
+func TestGuestAndLogoutRevokes(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	g, err := e.l.Guest(ctx, &logicapi.GuestReq{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !g.User.IsGuest || !strings.HasPrefix(g.User.Username, "guest_") {
+		t.Fatalf("guest user = %+v", g.User)
+	}
+	// A guest cannot log in with a password.
+	if _, err := e.l.Login(ctx, &logicapi.LoginReq{Username: g.User.Username, Password: "anything"}); codeOf(err) != base.ErrCode_INVALID_CREDENTIALS {
+		t.Fatalf("guest password login err = %v", err)
+	}
+	a, err := e.l.Auth(ctx, &logicapi.AuthReq{Token: g.Token})
+	if err != nil || a.Session.UserId != g.User.Id || !a.Session.IsGuest {
+		t.Fatalf("Auth = %+v, %v", a, err)
+	}
+	if _, err := e.l.Logout(ctx, &logicapi.LogoutReq{Token: g.Token}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.l.Auth(ctx, &logicapi.AuthReq{Token: g.Token}); codeOf(err) != base.ErrCode_UNAUTHORIZED {
+		t.Fatalf("Auth after logout err = %v, want UNAUTHORIZED", err)
+	}
+	if _, err := e.l.Logout(ctx, &logicapi.LogoutReq{Token: "garbage"}); err != nil {
+		t.Fatalf("Logout(garbage) = %v, want success", err)
+	}
+	named, err := e.l.Guest(ctx, &logicapi.GuestReq{GuestName: "visitor"})
+	if err != nil || named.User.Username != "visitor" {
+		t.Fatalf("named guest = %+v, %v", named, err)
+	}
+}
+
+func TestSendValidationAndIdempotency(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	u, _ := e.register(t, "sender")
+	bad := []struct {
+		name string
+		req  logicapi.SendReq
+		want base.ErrCode
+	}{
+		{"empty", logicapi.SendReq{ConversationId: "world", Content: "  \n", Type: 1}, base.ErrCode_CONTENT_EMPTY},
+		{"too long", logicapi.SendReq{ConversationId: "world", Content: strings.Repeat("x", 4097), Type: 1}, base.ErrCode_CONTENT_TOO_LONG},
+		{"bad type", logicapi.SendReq{ConversationId: "world", Content: "hi", Type: 9}, base.ErrCode_INVALID_MESSAGE_TYPE},
+		{"long client id", logicapi.SendReq{ConversationId: "world", Content: "hi", Type: 1, ClientMsgId: strings.Repeat("c", 65)}, base.ErrCode_INVALID_CLIENT_MSG_ID},
+		{"bad conversation", logicapi.SendReq{ConversationId: "../etc", Content: "hi", Type: 1}, base.ErrCode_INVALID_CONVERSATION},
+		{"unknown group", logicapi.SendReq{ConversationId: "group_123", Content: "hi", Type: 1}, base.ErrCode_CONVERSATION_NOT_FOUND},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			req := tt.req
+			req.UserId = u.Id
+			if _, err := e.l.Send(ctx, &req); codeOf(err) != tt.want {
+				t.Fatalf("Send err = %v, want %v", err, tt.want)
+			}
+		})
+	}
+	first, err := e.l.Send(ctx, &logicapi.SendReq{UserId: u.Id, ConversationId: "world", Content: "hello", Type: 1, ClientMsgId: "t-1", OriginConn: "gw/1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := e.l.Send(ctx, &logicapi.SendReq{UserId: u.Id, ConversationId: "world", Content: "hello", Type: 1, ClientMsgId: "t-1", OriginConn: "gw/1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Duplicate || again.Message.Id != first.Message.Id || again.Message.Seq != first.Message.Seq {
+		t.Fatalf("resend = %+v dup=%v, want same message as %+v", again.Message, again.Duplicate, first.Message)
+	}
+	if first.Message.Seq != 1 || first.Message.SenderName != "sender" {
+		t.Fatalf("first message = %+v", first.Message)
+	}
+	// Exactly one push: the resend is not fanned out again.
+	select {
+	case p := <-e.pushes:
+		if p.Message.ID != first.Message.Id || p.OriginConn != "gw/1" {
+			t.Fatalf("push = %+v", p)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no push for the first send")
+	}
+	next, err := e.l.Send(ctx, &logicapi.SendReq{UserId: u.Id, ConversationId: "world", Content: "second", Type: 1, ClientMsgId: "t-2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-e.pushes:
+		if p.Message.ID != next.Message.Id {
+			t.Fatalf("second push carries %d, want the second message %d (the resend must not be pushed)", p.Message.ID, next.Message.Id)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no push for the second send")
+	}
+}
+
+func TestHistoryPagingAndUnread(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	a, _ := e.register(t, "alice")
+	b, _ := e.register(t, "bob")
+	for i := 1; i <= 7; i++ {
+		if _, err := e.l.Send(ctx, &logicapi.SendReq{UserId: a.Id, ConversationId: "world", Content: fmt.Sprint("m", i), Type: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seqs := func(req logicapi.ListMessagesReq) ([]int64, bool, int64) {
+		t.Helper()
+		req.UserId, req.ConversationId = b.Id, "world"
+		resp, err := e.l.ListMessages(ctx, &req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []int64
+		for _, m := range resp.Messages {
+			out = append(out, m.Seq)
+		}
+		return out, resp.HasMore, resp.Total
+	}
+	tests := []struct {
+		name    string
+		req     logicapi.ListMessagesReq
+		want    string
+		hasMore bool
+	}{
+		{"page 1", logicapi.ListMessagesReq{Page: 1, Size: 3}, "[5 6 7]", true},
+		{"page 2", logicapi.ListMessagesReq{Page: 2, Size: 3}, "[2 3 4]", true},
+		{"page 3", logicapi.ListMessagesReq{Page: 3, Size: 3}, "[1]", false},
+		{"page 4", logicapi.ListMessagesReq{Page: 4, Size: 3}, "[]", false},
+		{"default size", logicapi.ListMessagesReq{Page: 1}, "[1 2 3 4 5 6 7]", false},
+		{"before 5", logicapi.ListMessagesReq{Page: 1, Size: 3, BeforeSeq: 5}, "[2 3 4]", true},
+		{"after 5", logicapi.ListMessagesReq{Page: 1, Size: 3, AfterSeq: 5}, "[6 7]", false},
+		{"after 1", logicapi.ListMessagesReq{Page: 1, Size: 3, AfterSeq: 1}, "[2 3 4]", true},
+		{"sync from 0", logicapi.ListMessagesReq{Page: 0, Size: 3}, "[1 2 3]", true},
+		{"size capped", logicapi.ListMessagesReq{Page: 1, Size: 1000}, "[1 2 3 4 5 6 7]", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, more, total := seqs(tt.req)
+			if s := fmt.Sprint(got); s != tt.want {
+				t.Fatalf("seqs = %v, want %s", got, tt.want)
+			}
+			if more != tt.hasMore || total != 7 {
+				t.Fatalf("hasMore=%v total=%d, want %v 7", more, total, tt.hasMore)
+			}
+		})
+	}
+
+	unread := func(uid int64) int64 {
+		t.Helper()
+		resp, err := e.l.ListConversations(ctx, &logicapi.ListConversationsReq{UserId: uid})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Conversations) == 0 || resp.Conversations[0].Conversation.Id != "world" {
+			t.Fatalf("conversations = %+v, want world first", resp.Conversations)
+		}
+		return resp.Conversations[0].UnreadCount
+	}
+	if got := unread(a.Id); got != 0 {
+		t.Fatalf("sender's unread = %d, want 0 (own messages advance the read pointer)", got)
+	}
+	if got := unread(b.Id); got != 7 {
+		t.Fatalf("bob's unread = %d, want 7", got)
+	}
+	if _, err := e.l.MarkRead(ctx, &logicapi.MarkReadReq{UserId: b.Id, ConversationId: "world", Seq: 4}); err != nil {
+		t.Fatal(err)
+	}
+	if got := unread(b.Id); got != 3 {
+		t.Fatalf("bob's unread after reading to 4 = %d, want 3", got)
+	}
+	if _, err := e.l.MarkRead(ctx, &logicapi.MarkReadReq{UserId: b.Id, ConversationId: "world"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := unread(b.Id); got != 0 {
+		t.Fatalf("bob's unread after reading all = %d, want 0", got)
+	}
+	if _, err := e.l.MarkRead(ctx, &logicapi.MarkReadReq{UserId: b.Id, ConversationId: "single_0123456789abcdef"}); codeOf(err) != base.ErrCode_CONVERSATION_NOT_FOUND {
+		t.Fatalf("MarkRead unknown single err = %v", err)
+	}
+}
+
+func TestNewRequiresDeps(t *testing.T) {
+	_, err := logic.New(logic.Default(), logic.Deps{})
+	if err == nil || errors.Is(err, context.Canceled) {
+		t.Fatalf("New without deps err = %v", err)
+	}
+}

@@ -1,0 +1,94 @@
+package pushq
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// maxConversationIDLen matches conversations.id varchar(64).
+const maxConversationIDLen = 64
+
+// Message is the stored message a push carries, once per record. The int64
+// ids travel as JSON strings so that JavaScript clients keep full precision
+// when the gateway forwards the fields.
+type Message struct {
+	ID             int64  `json:"id,string"`
+	ConversationID string `json:"conv"`
+	Seq            int64  `json:"seq"`
+	SenderID       int64  `json:"sender,string"`
+	SenderName     string `json:"senderName"`
+	Type           int8   `json:"type"`
+	Content        string `json:"content"`
+	ClientMsgID    string `json:"cmid,omitempty"`
+	CreatedAtMs    int64  `json:"ts"`
+}
+
+// Push is one record on a push topic: the message once, plus who gets it on
+// the gateway that consumes the topic. Publish it keyed by Key so that one
+// conversation's pushes stay in seq order on every gateway.
+type Push struct {
+	Message Message `json:"msg"`
+	// Recipients are the user ids to deliver to on this gateway. Empty on the
+	// broadcast topic means every socket of the gateway.
+	Recipients []int64 `json:"to,omitempty"`
+	// OriginConn is "<gatewayID>/<connID>" of the socket that sent the
+	// message; that one socket is skipped (it already got message-ack).
+	OriginConn string `json:"origin,omitempty"`
+}
+
+// Key is the partition key for this push: its conversation id.
+func (p Push) Key() []byte { return []byte(p.Message.ConversationID) }
+
+// Encode returns the wire form (JSON) of p after checking the contract, so a
+// producer cannot publish what DecodePush would reject.
+func (p Push) Encode() ([]byte, error) {
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("encode push %d: %w", p.Message.ID, err)
+	}
+	return b, nil
+}
+
+// DecodePush parses a record value. Anything that is not a single JSON
+// object satisfying the Push contract is an error wrapping ErrMalformed.
+// Unknown fields are ignored, so producers can add fields ahead of consumers
+// during a rolling upgrade.
+func DecodePush(b []byte) (Push, error) {
+	var p Push
+	if err := json.Unmarshal(b, &p); err != nil {
+		return Push{}, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	if err := p.validate(); err != nil {
+		return Push{}, err
+	}
+	return p, nil
+}
+
+// validate checks what a gateway needs to deliver the push correctly.
+func (p Push) validate() error {
+	m := p.Message
+	switch {
+	case m.ID <= 0:
+		return fmt.Errorf("%w: message id %d", ErrMalformed, m.ID)
+	case m.ConversationID == "" || len(m.ConversationID) > maxConversationIDLen:
+		return fmt.Errorf("%w: conversation id %q", ErrMalformed, m.ConversationID)
+	case m.Seq <= 0:
+		return fmt.Errorf("%w: seq %d", ErrMalformed, m.Seq)
+	}
+	for _, uid := range p.Recipients {
+		if uid <= 0 {
+			return fmt.Errorf("%w: recipient %d", ErrMalformed, uid)
+		}
+	}
+	if p.OriginConn != "" {
+		gw, conn, ok := strings.Cut(p.OriginConn, "/")
+		if !ok || ValidateGatewayID(gw) != nil || conn == "" {
+			return fmt.Errorf("%w: origin %q (want <gatewayID>/<connID>)", ErrMalformed, p.OriginConn)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,99 @@
+// Package kv holds repo's volatile state: token revocations now, routes and presence
+// later. Two implementations: Redis (split topology) and Memory (one process). Nothing
+// here is the only copy of anything that must survive a restart of Redis: a lost
+// revocation list is the one exception, and it only lives as long as the token would.
+package kv
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Memory is the in-process implementation. Safe for concurrent use.
+type Memory struct {
+	now func() time.Time
+
+	mu      sync.Mutex           // guards revoked and sweepAt
+	revoked map[string]time.Time // token id -> when the entry may be forgotten
+	sweepAt int                  // sweep expired entries when the map reaches this size
+}
+
+// NewMemory returns an empty in-process store.
+func NewMemory() *Memory {
+	return &Memory{now: time.Now, revoked: make(map[string]time.Time), sweepAt: 1024}
+}
+
+// Revoke remembers tokenID as revoked until the given time (the token's own expiry).
+func (m *Memory) Revoke(_ context.Context, tokenID string, until time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.revoked) >= m.sweepAt {
+		now := m.now()
+		for id, exp := range m.revoked {
+			if !exp.After(now) {
+				delete(m.revoked, id)
+			}
+		}
+		// Amortise: the next sweep happens when the live set has doubled.
+		m.sweepAt = max(1024, 2*len(m.revoked))
+	}
+	m.revoked[tokenID] = until
+	return nil
+}
+
+// IsRevoked reports whether tokenID was revoked and has not yet expired.
+func (m *Memory) IsRevoked(_ context.Context, tokenID string) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	exp, ok := m.revoked[tokenID]
+	return ok && exp.After(m.now()), nil
+}
+
+// Ping always succeeds.
+func (m *Memory) Ping(context.Context) error { return nil }
+
+// Redis is the go-redis implementation; every key starts with prefix.
+type Redis struct {
+	c      redis.UniversalClient
+	prefix string
+}
+
+// NewRedis wraps an existing client. The caller owns (and closes) the client.
+func NewRedis(c redis.UniversalClient, prefix string) *Redis {
+	return &Redis{c: c, prefix: prefix}
+}
+
+func (r *Redis) revokedKey(tokenID string) string { return r.prefix + "revoked:" + tokenID }
+
+// Revoke stores the token id with a TTL that ends at until.
+func (r *Redis) Revoke(ctx context.Context, tokenID string, until time.Time) error {
+	ttl := time.Until(until)
+	if ttl <= 0 {
+		return nil // already expired: verification rejects it anyway
+	}
+	if err := r.c.Set(ctx, r.revokedKey(tokenID), 1, ttl).Err(); err != nil {
+		return fmt.Errorf("kv: revoke token: %w", err)
+	}
+	return nil
+}
+
+// IsRevoked reports whether the token id is in the revocation set.
+func (r *Redis) IsRevoked(ctx context.Context, tokenID string) (bool, error) {
+	n, err := r.c.Exists(ctx, r.revokedKey(tokenID)).Result()
+	if err != nil {
+		return false, fmt.Errorf("kv: check revocation: %w", err)
+	}
+	return n == 1, nil
+}
+
+// Ping checks that Redis answers.
+func (r *Redis) Ping(ctx context.Context) error {
+	if err := r.c.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("kv: ping redis: %w", err)
+	}
+	return nil
+}

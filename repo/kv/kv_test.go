@@ -1,0 +1,80 @@
+package kv_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/gochat/gochat/repo/kv"
+	"github.com/gochat/gochat/repo/repotest"
+)
+
+// store is what both implementations must do; the same test body runs against each.
+type store interface {
+	Revoke(ctx context.Context, tokenID string, until time.Time) error
+	IsRevoked(ctx context.Context, tokenID string) (bool, error)
+	Ping(ctx context.Context) error
+}
+
+func implementations(t *testing.T) map[string]store {
+	t.Helper()
+	addr, prefix := repotest.RedisAddr(t)
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = c.Close() })
+	return map[string]store{
+		"memory": kv.NewMemory(),
+		"redis":  kv.NewRedis(c, prefix),
+	}
+}
+
+func TestRevocationContract(t *testing.T) {
+	for name, s := range implementations(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			if err := s.Ping(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := s.IsRevoked(ctx, "a"); err != nil || got {
+				t.Fatalf("IsRevoked(a) before revoke = %v, %v", got, err)
+			}
+			if err := s.Revoke(ctx, "a", time.Now().Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := s.IsRevoked(ctx, "a"); err != nil || !got {
+				t.Fatalf("IsRevoked(a) after revoke = %v, %v", got, err)
+			}
+			if got, _ := s.IsRevoked(ctx, "b"); got {
+				t.Fatal("unrelated token reported revoked")
+			}
+			// A revocation for an already-expired token is not kept.
+			if err := s.Revoke(ctx, "old", time.Now().Add(-time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := s.IsRevoked(ctx, "old"); got {
+				t.Fatal("expired revocation reported")
+			}
+		})
+	}
+}
+
+func TestMemorySweepKeepsLiveEntries(t *testing.T) {
+	ctx := context.Background()
+	m := kv.NewMemory()
+	for i := range 3000 {
+		until := time.Now().Add(time.Hour)
+		if i%2 == 0 {
+			until = time.Now().Add(-time.Second)
+		}
+		if err := m.Revoke(ctx, fmt.Sprint(i), until); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i < 3000; i += 2 {
+		if got, _ := m.IsRevoked(ctx, fmt.Sprint(i)); !got {
+			t.Fatalf("live revocation %d lost by sweep", i)
+		}
+	}
+}

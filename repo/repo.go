@@ -1,0 +1,232 @@
+// Package repo is the storage service: every read and write of the database and of the
+// volatile state (Redis or in-process) goes through its Kitex API. The packages under it
+// do the work: store (gorm: MySQL or SQLite) and kv (go-redis or in-process).
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cloudwego/kitex/pkg/kerrors"
+
+	"github.com/gochat/gochat/kitex_gen/base"
+	"github.com/gochat/gochat/kitex_gen/repoapi"
+	"github.com/gochat/gochat/repo/store"
+)
+
+// ServiceName is the Kitex service name repo registers under.
+const ServiceName = "gochat.repo"
+
+// Store is the durable store; *store.Store satisfies it.
+type Store interface {
+	CreateUser(ctx context.Context, username, passwordHash string, isGuest bool) (store.User, error)
+	UserByName(ctx context.Context, username string) (store.User, error)
+	UsersByID(ctx context.Context, ids []int64) ([]store.User, error)
+	Append(ctx context.Context, m store.Message) (store.Message, bool, error)
+	Messages(ctx context.Context, convID string, fromSeq, toSeq int64) ([]store.Message, error)
+	Conversation(ctx context.Context, id string) (store.Conversation, error)
+	ReadSeq(ctx context.Context, convID string, userID int64) (int64, error)
+	UserConversations(ctx context.Context, userID int64) ([]store.UserConversation, error)
+	SetReadSeq(ctx context.Context, convID string, userID, seq int64) (int64, error)
+}
+
+// KV is the volatile state; *kv.Memory and *kv.Redis satisfy it.
+type KV interface {
+	Revoke(ctx context.Context, tokenID string, until time.Time) error
+	IsRevoked(ctx context.Context, tokenID string) (bool, error)
+}
+
+// Handler implements the RepoService Kitex API.
+type Handler struct {
+	store Store
+	kv    KV
+	log   *slog.Logger
+}
+
+var _ repoapi.RepoService = (*Handler)(nil)
+
+// New returns the Kitex handler over the given store and volatile state.
+func New(s Store, kv KV, log *slog.Logger) *Handler {
+	return &Handler{store: s, kv: kv, log: log.With("component", "repo")}
+}
+
+// toWire maps store errors to biz status errors; anything unexpected is logged once here
+// and reaches the caller as an internal error without details.
+func (h *Handler) toWire(op string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrNotFound):
+		return kerrors.NewBizStatusError(int32(base.ErrCode_NOT_FOUND), "not found")
+	case errors.Is(err, store.ErrUsernameTaken):
+		return kerrors.NewBizStatusError(int32(base.ErrCode_USERNAME_TAKEN), "username already taken")
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return kerrors.NewBizStatusError(int32(base.ErrCode_UNAVAILABLE), "request cancelled")
+	default:
+		h.log.Error("repo operation failed", "op", op, "err", err)
+		return kerrors.NewBizStatusError(int32(base.ErrCode_INTERNAL), "internal error")
+	}
+}
+
+func userToWire(u store.User) *repoapi.User {
+	return &repoapi.User{Id: u.ID, Username: u.Username, Avatar: u.Avatar, IsGuest: u.IsGuest, CreatedAtMs: u.CreatedAt.UnixMilli()}
+}
+
+func messageToWire(m store.Message) *repoapi.Message {
+	return &repoapi.Message{
+		Id: m.ID, ConversationId: m.ConversationID, Seq: m.Seq, SenderId: m.SenderID, SenderName: m.SenderName,
+		Type: m.Type, Content: m.Content, ClientMsgId: m.ClientMsgID, CreatedAtMs: m.CreatedAt.UnixMilli(),
+	}
+}
+
+func conversationToWire(c store.Conversation) *repoapi.Conversation {
+	var at int64
+	if !c.LastMessageAt.IsZero() {
+		at = c.LastMessageAt.UnixMilli()
+	}
+	return &repoapi.Conversation{
+		Id: c.ID, Type: c.Type, Name: c.Name, Avatar: c.Avatar, OwnerId: c.OwnerID, MemberCount: c.MemberCount,
+		LastSeq: c.LastSeq, LastMessageId: c.LastMessageID, LastMessagePreview: c.LastMessagePreview, LastMessageAtMs: at,
+	}
+}
+
+// CreateUser stores a new account.
+func (h *Handler) CreateUser(ctx context.Context, req *repoapi.CreateUserReq) (*repoapi.CreateUserResp, error) {
+	u, err := h.store.CreateUser(ctx, req.Username, req.PasswordHash, req.IsGuest)
+	if err != nil {
+		return nil, h.toWire("create user", err)
+	}
+	return &repoapi.CreateUserResp{User: userToWire(u)}, nil
+}
+
+// GetUserByName returns the account and its password hash.
+func (h *Handler) GetUserByName(ctx context.Context, req *repoapi.GetUserByNameReq) (*repoapi.GetUserByNameResp, error) {
+	u, err := h.store.UserByName(ctx, req.Username)
+	if err != nil {
+		return nil, h.toWire("get user by name", err)
+	}
+	return &repoapi.GetUserByNameResp{User: userToWire(u), PasswordHash: u.PasswordHash}, nil
+}
+
+// GetUsers returns the users that exist among the given ids.
+func (h *Handler) GetUsers(ctx context.Context, req *repoapi.GetUsersReq) (*repoapi.GetUsersResp, error) {
+	if len(req.Ids) > 1000 {
+		return nil, kerrors.NewBizStatusError(int32(base.ErrCode_BAD_REQUEST), "too many ids")
+	}
+	us, err := h.store.UsersByID(ctx, req.Ids)
+	if err != nil {
+		return nil, h.toWire("get users", err)
+	}
+	out := make([]*repoapi.User, len(us))
+	for i, u := range us {
+		out[i] = userToWire(u)
+	}
+	return &repoapi.GetUsersResp{Users: out}, nil
+}
+
+// Append stores a message durably (group commit), assigning id and seq.
+func (h *Handler) Append(ctx context.Context, req *repoapi.AppendReq) (*repoapi.AppendResp, error) {
+	m := req.Message
+	if m == nil {
+		return nil, kerrors.NewBizStatusError(int32(base.ErrCode_BAD_REQUEST), "message required")
+	}
+	stored, dup, err := h.store.Append(ctx, store.Message{
+		ConversationID: m.ConversationId, SenderID: m.SenderId, SenderName: m.SenderName,
+		Type: m.Type, Content: m.Content, ClientMsgID: m.ClientMsgId,
+	})
+	if err != nil {
+		return nil, h.toWire("append", err)
+	}
+	return &repoapi.AppendResp{Message: messageToWire(stored), Duplicate: dup}, nil
+}
+
+// ListMessages returns a seq range of one conversation, ascending.
+func (h *Handler) ListMessages(ctx context.Context, req *repoapi.ListMessagesReq) (*repoapi.ListMessagesResp, error) {
+	ms, err := h.store.Messages(ctx, req.ConversationId, req.FromSeq, req.ToSeq)
+	if err != nil {
+		return nil, h.toWire("list messages", err)
+	}
+	out := make([]*repoapi.Message, len(ms))
+	for i, m := range ms {
+		out[i] = messageToWire(m)
+	}
+	return &repoapi.ListMessagesResp{Messages: out}, nil
+}
+
+// GetConversation returns one conversation and, when user_id is set, that user's read pointer.
+func (h *Handler) GetConversation(ctx context.Context, req *repoapi.GetConversationReq) (*repoapi.GetConversationResp, error) {
+	c, err := h.store.Conversation(ctx, req.ConversationId)
+	if err != nil {
+		return nil, h.toWire("get conversation", err)
+	}
+	resp := &repoapi.GetConversationResp{Conversation: conversationToWire(c)}
+	if req.UserId != 0 {
+		if resp.ReadSeq, err = h.store.ReadSeq(ctx, req.ConversationId, req.UserId); err != nil {
+			return nil, h.toWire("get read seq", err)
+		}
+	}
+	return resp, nil
+}
+
+// ListUserConversations returns every conversation the user belongs to (world included).
+func (h *Handler) ListUserConversations(ctx context.Context, req *repoapi.ListUserConversationsReq) (*repoapi.ListUserConversationsResp, error) {
+	ucs, err := h.store.UserConversations(ctx, req.UserId)
+	if err != nil {
+		return nil, h.toWire("list user conversations", err)
+	}
+	out := make([]*repoapi.UserConversation, len(ucs))
+	for i, uc := range ucs {
+		out[i] = &repoapi.UserConversation{Conversation: conversationToWire(uc.Conversation), ReadSeq: uc.ReadSeq}
+	}
+	return &repoapi.ListUserConversationsResp{Conversations: out}, nil
+}
+
+// SetReadSeq moves a read pointer forward.
+func (h *Handler) SetReadSeq(ctx context.Context, req *repoapi.SetReadSeqReq) (*repoapi.SetReadSeqResp, error) {
+	seq, err := h.store.SetReadSeq(ctx, req.ConversationId, req.UserId, req.Seq)
+	if err != nil {
+		return nil, h.toWire("set read seq", err)
+	}
+	return &repoapi.SetReadSeqResp{ReadSeq: seq}, nil
+}
+
+// RevokeToken records a token id as revoked until its expiry.
+func (h *Handler) RevokeToken(ctx context.Context, req *repoapi.RevokeTokenReq) (*repoapi.RevokeTokenResp, error) {
+	if req.TokenId == "" {
+		return nil, kerrors.NewBizStatusError(int32(base.ErrCode_BAD_REQUEST), "token id required")
+	}
+	if err := h.kv.Revoke(ctx, req.TokenId, time.UnixMilli(req.ExpiresAtMs)); err != nil {
+		return nil, h.toWire("revoke token", fmt.Errorf("revoke: %w", err))
+	}
+	return &repoapi.RevokeTokenResp{}, nil
+}
+
+// IsRevoked reports whether a token id was revoked.
+func (h *Handler) IsRevoked(ctx context.Context, req *repoapi.IsRevokedReq) (*repoapi.IsRevokedResp, error) {
+	revoked, err := h.kv.IsRevoked(ctx, req.TokenId)
+	if err != nil {
+		return nil, h.toWire("is revoked", err)
+	}
+	return &repoapi.IsRevokedResp{Revoked: revoked}, nil
+}
+
+// Pinger is implemented by the store and by the volatile state.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// Ping checks the store and the volatile state.
+func (h *Handler) Ping(ctx context.Context, _ *repoapi.PingReq) (*repoapi.PingResp, error) {
+	for name, p := range map[string]any{"store": h.store, "kv": h.kv} {
+		if pp, ok := p.(Pinger); ok {
+			if err := pp.Ping(ctx); err != nil {
+				h.log.Warn("ping failed", "dep", name, "err", err)
+				return nil, kerrors.NewBizStatusError(int32(base.ErrCode_UNAVAILABLE), name+" unavailable")
+			}
+		}
+	}
+	return &repoapi.PingResp{}, nil
+}

@@ -1,0 +1,464 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// Group commit, leader/follower style, with no background goroutine:
+//
+//   - The first Append that finds no open batch opens one and becomes its
+//     leader; later callers join it as followers.
+//   - The leader waits until the batch is full (MaxBatch, never for the timer
+//     then), BatchWindow passes, the Store closes or its own ctx ends. It then
+//     takes wmu, which it may have to wait for while the previous batch
+//     commits; meanwhile its batch stays open and keeps growing. Holding wmu
+//     it seals the batch, writes every live item in one transaction, stores
+//     each item's outcome and closes batch.done.
+//   - Followers wait for batch.done and read their outcome.
+//
+// Cancellation: an item can be withdrawn while it is queued. A follower whose
+// ctx ends before the leader seals the batch withdraws its item and returns
+// ctx.Err(); the item is never written. Once sealed the item is being written
+// and the follower waits for the outcome even though its ctx has ended (at
+// most writeTimeout): an ack is never lost, and an Append that returns a ctx
+// error never wrote its message. A leader whose ctx ends stops collecting,
+// withdraws its own item, still writes the followers' items (they depend on
+// it) and then returns ctx.Err(). The write itself runs on a ctx detached from
+// any one caller, since it carries everyone's messages.
+
+// writeTimeout bounds one batch write, including retries and the item-by-item
+// fallback; callers waiting for a sealed batch wait at most this long.
+const writeTimeout = 30 * time.Second
+
+// maxAttempts bounds how often one transaction is retried after a lock
+// conflict (deadlock victim, lock wait timeout, SQLITE_BUSY).
+const maxAttempts = 3
+
+// itemState says who may still touch an item; guarded by Store.bmu.
+type itemState int8
+
+const (
+	stateQueued    itemState = iota // in a batch, not yet sealed; its caller may withdraw it
+	stateWriting                    // sealed for writing; its caller must wait for the outcome
+	stateWithdrawn                  // its caller gave up first; the leader skips it
+)
+
+// item is one Append call travelling through a batch.
+type item struct {
+	msg   Message
+	state itemState // guarded by Store.bmu
+	out   outcome   // written by the leader before it closes batch.done
+}
+
+type outcome struct {
+	msg Message
+	dup bool
+	err error
+}
+
+// batch collects concurrent appends for one transaction.
+type batch struct {
+	items []*item       // appended under Store.bmu while the batch is Store.open
+	full  chan struct{} // closed under Store.bmu when items reaches MaxBatch; the batch is sealed for joiners then
+	done  chan struct{} // closed by the leader once every live item has its outcome
+}
+
+// Append stores m in its conversation and returns the stored message.
+//
+// It is durable when it returns (the transaction committed). It assigns the
+// next gap-free seq of the conversation, a snowflake id and the creation time;
+// updates the conversation's last message; and moves the sender's read
+// pointer to the new seq. If m.ClientMsgID is set and (SenderID, ClientMsgID)
+// is already stored — earlier, in the same batch, or by another process at
+// the same moment — it stores nothing and returns the stored message with
+// duplicate = true. A missing conversation yields ErrNotFound and consumes no
+// seq. See the comment at the top of this file for ctx cancellation.
+func (s *Store) Append(ctx context.Context, m Message) (stored Message, duplicate bool, err error) {
+	done, err := s.enter()
+	if err != nil {
+		return Message{}, false, err
+	}
+	defer done()
+	if err := validateMessage(m); err != nil {
+		return Message{}, false, fmt.Errorf("append to %s: %w", m.ConversationID, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return Message{}, false, fmt.Errorf("append to %s: %w", m.ConversationID, err)
+	}
+
+	it := &item{msg: m}
+	s.bmu.Lock()
+	b, leader := s.open, false
+	if b == nil {
+		b = &batch{full: make(chan struct{}), done: make(chan struct{})}
+		s.open, leader = b, true
+	}
+	b.items = append(b.items, it)
+	if len(b.items) >= s.cfg.MaxBatch {
+		s.open = nil
+		close(b.full)
+	}
+	s.bmu.Unlock()
+	if s.hooks.enqueued != nil {
+		s.hooks.enqueued()
+	}
+
+	var out outcome
+	if leader {
+		out = s.lead(ctx, b, it)
+	} else {
+		out = s.follow(ctx, b, it)
+	}
+	return out.msg, out.dup, out.err
+}
+
+func (s *Store) lead(ctx context.Context, b *batch, own *item) outcome {
+	t := time.NewTimer(s.cfg.BatchWindow)
+	select {
+	case <-b.full:
+	case <-t.C:
+	case <-s.closing:
+	case <-ctx.Done():
+	}
+	t.Stop()
+
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	items, ownWithdrawn := s.seal(b, own, ctx.Err() != nil)
+	if len(items) > 0 {
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+		s.commit(wctx, items)
+		cancel()
+	}
+	close(b.done)
+	if ownWithdrawn {
+		return outcome{err: fmt.Errorf("append to %s: %w", own.msg.ConversationID, ctx.Err())}
+	}
+	return own.out
+}
+
+func (s *Store) follow(ctx context.Context, b *batch, it *item) outcome {
+	select {
+	case <-b.done:
+		return it.out
+	case <-ctx.Done():
+	}
+	s.bmu.Lock()
+	withdrawn := it.state == stateQueued
+	if withdrawn {
+		it.state = stateWithdrawn
+	}
+	s.bmu.Unlock()
+	if withdrawn {
+		return outcome{err: fmt.Errorf("append to %s: %w", it.msg.ConversationID, ctx.Err())}
+	}
+	<-b.done // sealed: the write is under way and its outcome must reach the caller
+	return it.out
+}
+
+// seal closes b to joiners and claims its live items for writing. It
+// withdraws the leader's own item when the leader was cancelled.
+func (s *Store) seal(b *batch, own *item, ownCancelled bool) (live []*item, ownWithdrawn bool) {
+	s.bmu.Lock()
+	defer s.bmu.Unlock()
+	if s.open == b {
+		s.open = nil
+	}
+	if ownCancelled && own.state == stateQueued {
+		own.state = stateWithdrawn
+	}
+	live = make([]*item, 0, len(b.items))
+	for _, it := range b.items {
+		if it.state == stateQueued {
+			it.state = stateWriting
+			live = append(live, it)
+		}
+	}
+	return live, own.state == stateWithdrawn
+}
+
+// commit writes items in one transaction. If that fails, it writes them one
+// by one, so that one bad message fails only its own caller.
+func (s *Store) commit(ctx context.Context, items []*item) {
+	outs, err := s.writeRetrying(ctx, items)
+	if err == nil {
+		for i, it := range items {
+			it.out = outs[i]
+		}
+		return
+	}
+	if len(items) == 1 {
+		items[0].out = s.failed(ctx, items[0].msg, err)
+		return
+	}
+	s.fallbacks.Add(1)
+	s.log.Warn("append batch failed, committing its messages one by one", "messages", len(items), "err", err)
+	for i, it := range items {
+		outs, err := s.writeRetrying(ctx, items[i:i+1])
+		if err != nil {
+			it.out = s.failed(ctx, it.msg, err)
+			continue
+		}
+		it.out = outs[0]
+	}
+}
+
+// failed turns the error of a single-message write into its outcome.
+func (s *Store) failed(ctx context.Context, m Message, err error) outcome {
+	if isUniqueViolation(err) && m.ClientMsgID != "" {
+		// The unique index is the backstop against a concurrent writer
+		// (another process, or another Store on the same file) that inserted
+		// the same (sender, client id) after our lookup: the row is now
+		// committed, so return it as the duplicate it is.
+		var row messageRow
+		lerr := s.rdb.WithContext(ctx).
+			Where("sender_id = ? AND client_msg_id = ?", m.SenderID, m.ClientMsgID).
+			Take(&row).Error
+		if lerr == nil {
+			return outcome{msg: row.toMessage(), dup: true}
+		}
+	}
+	return outcome{err: fmt.Errorf("append to %s: %w", m.ConversationID, err)}
+}
+
+func (s *Store) writeRetrying(ctx context.Context, items []*item) ([]outcome, error) {
+	for attempt := 1; ; attempt++ {
+		outs, err := s.write(ctx, items)
+		// No backoff: a deadlock victim retries at once, the winner already
+		// holds what it needs; SQLite's busy_timeout has already waited.
+		if err == nil || attempt == maxAttempts || !isRetryable(err) || ctx.Err() != nil {
+			return outs, err
+		}
+	}
+}
+
+type clientKey struct {
+	sender int64
+	id     string
+}
+
+// write runs one transaction for items and returns their outcomes; on error
+// nothing was committed and no outcome is valid.
+func (s *Store) write(ctx context.Context, items []*item) ([]outcome, error) {
+	outs := make([]outcome, len(items))
+	alias := map[int]int{} // item → earlier item of the same batch with the same client key
+	var inserted int
+	err := s.wdb.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		clear(outs)
+		clear(alias)
+
+		// 1. De-duplicate against stored messages and within the batch.
+		stored, err := lookupClientKeys(tx, items)
+		if err != nil {
+			return err
+		}
+		first := map[clientKey]int{}
+		byConv := map[string][]int{} // items to insert, in arrival order
+		for i, it := range items {
+			if it.msg.ClientMsgID != "" {
+				k := clientKey{it.msg.SenderID, it.msg.ClientMsgID}
+				if row, ok := stored[k]; ok {
+					outs[i] = outcome{msg: row.toMessage(), dup: true}
+					continue
+				}
+				if j, ok := first[k]; ok {
+					alias[i] = j
+					continue
+				}
+				first[k] = i
+			}
+			byConv[it.msg.ConversationID] = append(byConv[it.msg.ConversationID], i)
+		}
+
+		// 2. Allocate seqs: advance each conversation's last_seq by its number
+		// of new messages, in this transaction, so that a failed insert rolls
+		// the allocation back with it. Rows are locked in id order so that
+		// batches of several processes cannot deadlock on each other.
+		now := s.now().UnixMilli()
+		msgIDs := make([]int64, len(items))
+		var live []string
+		for _, convID := range slices.Sorted(maps.Keys(byConv)) {
+			idx := byConv[convID]
+			for _, i := range idx {
+				msgIDs[i] = s.ids.Generate().Int64()
+			}
+			last := idx[len(idx)-1]
+			res := tx.Exec(
+				"UPDATE conversations SET last_seq = last_seq + ?, last_message_id = ?, last_message_preview = ?, last_message_at_ms = ? WHERE id = ?",
+				len(idx), msgIDs[last], truncateRunes(items[last].msg.Content, maxPreviewLen), now, convID,
+			)
+			if res.Error != nil {
+				return fmt.Errorf("advance last_seq of %s: %w", convID, res.Error)
+			}
+			if res.RowsAffected == 0 {
+				for _, i := range idx {
+					outs[i] = outcome{err: fmt.Errorf("append to %s: %w", convID, ErrNotFound)}
+				}
+				continue
+			}
+			live = append(live, convID)
+		}
+		if len(live) == 0 {
+			return nil
+		}
+		var convs []conversationRow
+		if err := tx.Select("id", "last_seq").Where("id IN ?", live).Find(&convs).Error; err != nil {
+			return fmt.Errorf("read back last_seq: %w", err)
+		}
+
+		// 3. One multi-row INSERT for the whole batch.
+		rows := make([]messageRow, 0, len(items))
+		readSeq := map[memberKey]int64{}
+		for _, c := range convs {
+			idx := byConv[c.ID]
+			firstSeq := c.LastSeq - int64(len(idx)) + 1
+			for n, i := range idx {
+				m := items[i].msg
+				row := messageRow{
+					ID:             msgIDs[i],
+					ConversationID: c.ID,
+					Seq:            firstSeq + int64(n),
+					SenderID:       m.SenderID,
+					SenderName:     m.SenderName,
+					Type:           m.Type,
+					Content:        m.Content,
+					CreatedAtMS:    now,
+				}
+				if m.ClientMsgID != "" {
+					row.ClientMsgID = &m.ClientMsgID
+				}
+				rows = append(rows, row)
+				outs[i] = outcome{msg: row.toMessage()}
+				k := memberKey{c.ID, m.SenderID}
+				readSeq[k] = max(readSeq[k], row.Seq)
+			}
+		}
+		if err := tx.Create(&rows).Error; err != nil {
+			return fmt.Errorf("insert %d messages: %w", len(rows), err)
+		}
+
+		// 4. The sender has read their own messages.
+		members := make([]memberRow, 0, len(readSeq))
+		for _, k := range slices.SortedFunc(maps.Keys(readSeq), compareMemberKeys) {
+			members = append(members, memberRow{
+				ConversationID: k.conv, UserID: k.user, Role: roleMember,
+				LastReadSeq: readSeq[k], JoinedAtMS: now,
+			})
+		}
+		if len(members) == 0 {
+			return fmt.Errorf("no read pointers for %d inserted messages", len(rows)) // impossible: every row has a sender
+		}
+		if err := tx.Clauses(s.readSeqUpsert()).Create(&members).Error; err != nil {
+			return fmt.Errorf("advance senders' read seq: %w", err)
+		}
+
+		if s.hooks.beforeCommit != nil {
+			ms := make([]Message, len(rows))
+			for i, r := range rows {
+				ms[i] = r.toMessage()
+			}
+			if err := s.hooks.beforeCommit(ms); err != nil {
+				return err
+			}
+		}
+		inserted = len(rows)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i, j := range alias {
+		o := outs[j]
+		o.dup = o.err == nil
+		outs[i] = o
+	}
+	if inserted > 0 {
+		s.batches.Add(1)
+		s.messages.Add(uint64(inserted))
+		for {
+			cur := s.largest.Load()
+			if uint64(inserted) <= cur || s.largest.CompareAndSwap(cur, uint64(inserted)) {
+				break
+			}
+		}
+	}
+	return outs, nil
+}
+
+type memberKey struct {
+	conv string
+	user int64
+}
+
+func compareMemberKeys(a, b memberKey) int {
+	if c := cmp.Compare(a.conv, b.conv); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.user, b.user)
+}
+
+// lookupClientKeys loads the stored messages whose (sender_id, client_msg_id)
+// matches an item's.
+func lookupClientKeys(tx *gorm.DB, items []*item) (map[clientKey]messageRow, error) {
+	var pairs [][]any
+	for _, it := range items {
+		if it.msg.ClientMsgID != "" {
+			pairs = append(pairs, []any{it.msg.SenderID, it.msg.ClientMsgID})
+		}
+	}
+	if len(pairs) == 0 {
+		return nil, nil
+	}
+	var rows []messageRow
+	// A row-value IN is an index range scan on uk_messages_sender_client_msg
+	// in both engines, unlike sender_id IN (…) AND client_msg_id IN (…),
+	// which matches the cross product when clients reuse ids such as "1".
+	if err := tx.Where("(sender_id, client_msg_id) IN ?", pairs).Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("look up client message ids: %w", err)
+	}
+	stored := make(map[clientKey]messageRow, len(rows))
+	for _, r := range rows {
+		if r.ClientMsgID != nil {
+			stored[clientKey{r.SenderID, *r.ClientMsgID}] = r
+		}
+	}
+	return stored, nil
+}
+
+func validateMessage(m Message) error {
+	if m.ConversationID == "" {
+		return fmt.Errorf("%w: empty conversation id", ErrInvalid)
+	}
+	if err := checkText("conversation id", m.ConversationID, maxIDLen); err != nil {
+		return err
+	}
+	if err := checkText("client message id", m.ClientMsgID, maxIDLen); err != nil {
+		return err
+	}
+	if err := checkText("sender name", m.SenderName, maxNameLen); err != nil {
+		return err
+	}
+	if len(m.Content) > maxContentSize {
+		return fmt.Errorf("%w: content has %d bytes, max %d", ErrInvalid, len(m.Content), maxContentSize)
+	}
+	return checkText("content", m.Content, maxContentSize)
+}
+
+// truncateRunes cuts s to at most n characters without splitting one.
+func truncateRunes(s string, n int) string {
+	i := 0
+	for pos := range s {
+		if i == n {
+			return s[:pos]
+		}
+		i++
+	}
+	return s
+}
