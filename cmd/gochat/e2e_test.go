@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -60,6 +61,14 @@ func baseConfig(t *testing.T) Config {
 // startNode runs one gochat process's worth of components until the test ends.
 func startNode(t *testing.T, cfg Config, name string) *node {
 	t.Helper()
+	n, _ := startNodeStoppable(t, cfg, name)
+	return n
+}
+
+// startNodeStoppable also returns a stop function: it cancels the node's context (as
+// SIGTERM does) and returns Run's error. The test's cleanup stops it too.
+func startNodeStoppable(t *testing.T, cfg Config, name string) (*node, func() error) {
+	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("%s config: %v", name, err)
 	}
@@ -70,18 +79,25 @@ func startNode(t *testing.T, cfg Config, name string) *node {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- n.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("%s: Run: %v", name, err)
+	var once sync.Once
+	var runErr error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case runErr = <-done:
+			case <-time.After(30 * time.Second):
+				runErr = fmt.Errorf("%s: did not stop within 30s", name)
 			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("%s: did not stop within 30s", name)
+		})
+		return runErr
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("%s: Run: %v", name, err)
 		}
 	})
-	return n
+	return n, stop
 }
 
 func waitReady(t *testing.T, nodes ...*node) {
@@ -216,7 +232,7 @@ type user struct {
 
 type message struct {
 	MessageID, ConversationID, SenderID, SenderName, Content, Type, SendTime, ClientMsgID string
-	SeqID                                                                                  int64
+	SeqID                                                                                 int64
 }
 
 func login(t *testing.T, api, name string) (string, user) {
@@ -335,7 +351,7 @@ func (w *wsClient) expectClose(t *testing.T, code int) {
 
 type ack struct {
 	TempMessageID, ClientMsgID, MessageID, ConversationID, SendTime string
-	SeqID                                                          int64
+	SeqID                                                           int64
 }
 
 func (w *wsClient) sendText(t *testing.T, content, tempID string) ack {
@@ -605,6 +621,33 @@ func badInput(t *testing.T, c *cluster) {
 	}
 }
 
+// TestGracefulShutdown: on SIGTERM (context cancelled) every socket is closed with
+// 1001 "going away", readiness is withdrawn and Run returns cleanly within the grace.
+func TestGracefulShutdown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a topology")
+	}
+	n, stop := startNodeStoppable(t, baseConfig(t), "all")
+	waitReady(t, n)
+	gw := n.gw.Addr().String()
+	tok, _ := login(t, "http://"+gw+"/api", "leaver")
+	w1, w2 := dial(t, gw, tok), dial(t, gw, tok)
+	start := time.Now()
+	errc := make(chan error, 1)
+	go func() { errc <- stop() }()
+	w1.expectClose(t, websocket.CloseGoingAway)
+	w2.expectClose(t, websocket.CloseGoingAway)
+	if err := <-errc; err != nil {
+		t.Fatalf("Run after shutdown: %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("shutdown took %s", d)
+	}
+	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 2 * time.Second}
+	if _, err := fresh.Get("http://" + gw + "/healthz"); err == nil {
+		t.Fatal("gateway still accepts connections after shutdown")
+	}
+}
 
 func TestMain(m *testing.M) {
 	// Kitex and Hertz log through process-global loggers; keep test output readable.
