@@ -61,6 +61,8 @@ func (h *Handler) toWire(op string, err error) error {
 		return nil
 	case errors.Is(err, store.ErrNotFound):
 		return kerrors.NewBizStatusError(int32(base.ErrCode_NOT_FOUND), "not found")
+	case errors.Is(err, store.ErrInvalid):
+		return kerrors.NewBizStatusError(int32(base.ErrCode_BAD_REQUEST), "invalid argument")
 	case errors.Is(err, store.ErrUsernameTaken):
 		return kerrors.NewBizStatusError(int32(base.ErrCode_USERNAME_TAKEN), "username already taken")
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

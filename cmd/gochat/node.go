@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -123,10 +124,11 @@ func (n *node) Run(ctx context.Context) error {
 		n.etcd = []string{e.Endpoint()}
 		n.log.Info("embedded etcd started", "endpoint", e.Endpoint())
 	}
-	var err error
-	if n.resolver, err = etcdreg.NewEtcdResolver(n.etcd); err != nil {
+	r, err := etcdreg.NewEtcdResolver(n.etcd)
+	if err != nil {
 		return fmt.Errorf("etcd resolver: %w", err)
 	}
+	n.resolver = namedResolver{Resolver: r, name: "etcd|" + strings.Join(n.etcd, ",")}
 	if n.signer, err = n.tokenSigner(); err != nil {
 		return err
 	}
@@ -190,6 +192,17 @@ func (n *node) openBus(ctx context.Context) (pushq.Bus, error) {
 	}
 	return b, nil
 }
+
+// namedResolver gives the etcd resolver a name per etcd cluster. Kitex caches
+// balancers process-wide by resolver name, and registry-etcd names every resolver
+// "etcd": two nodes in one process (tests) would otherwise share the first one's.
+type namedResolver struct {
+	discovery.Resolver
+	name string
+}
+
+// Name is the cache key Kitex uses for this resolver's balancers.
+func (r namedResolver) Name() string { return r.name }
 
 // clientOptions are shared by every Kitex client: etcd discovery, TTHeader so biz
 // status errors travel, bounded calls.
@@ -317,7 +330,7 @@ func (n *node) buildRepo(ctx context.Context) (component, error) {
 	}
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	st, err := store.Open(octx, n.cfg.Store, ids, n.log.With("component", "store"))
+	st, err := store.Open(octx, n.cfg.Store, ids, n.log)
 	if err != nil {
 		return nil, err
 	}

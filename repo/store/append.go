@@ -132,16 +132,32 @@ func (s *Store) lead(ctx context.Context, b *batch, own *item) outcome {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	items, ownWithdrawn := s.seal(b, own, ctx.Err() != nil)
-	if len(items) > 0 {
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
-		s.commit(wctx, items)
-		cancel()
-	}
-	close(b.done)
+	s.writeBatch(ctx, b, items)
 	if ownWithdrawn {
 		return outcome{err: fmt.Errorf("append to %s: %w", own.msg.ConversationID, ctx.Err())}
 	}
 	return own.out
+}
+
+// writeBatch commits items and publishes their outcomes by closing b.done.
+func (s *Store) writeBatch(ctx context.Context, b *batch, items []*item) {
+	defer func() {
+		// A panic must not strand the followers, who wait on b.done even
+		// after their ctx ends: fail their items, then keep panicking.
+		if r := recover(); r != nil {
+			for _, it := range items {
+				it.out = outcome{err: fmt.Errorf("append to %s: batch write panicked: %v", it.msg.ConversationID, r)}
+			}
+			close(b.done)
+			panic(r)
+		}
+	}()
+	if len(items) > 0 {
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+		defer cancel()
+		s.commit(wctx, items)
+	}
+	close(b.done)
 }
 
 func (s *Store) follow(ctx context.Context, b *batch, it *item) outcome {

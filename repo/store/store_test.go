@@ -49,6 +49,7 @@ func contractCases() []contractCase {
 		{"FullBatchCommitsWithoutWaitingForWindow", testFullBatch},
 		{"MissingConversationBurnsNoSeq", testMissingConversation},
 		{"FailedBatchFallsBackPerItem", testFailedBatchFallback},
+		{"PanicInBatchDoesNotStrandFollowers", testPanicInBatch},
 		{"FollowerCancelWithdraws", testFollowerCancel},
 		{"LeaderCancelStillCommitsFollowers", testLeaderCancel},
 		{"ReadSeq", testReadSeq},
@@ -108,7 +109,7 @@ func (h *harness) open(t *testing.T, opts ...func(*Config)) *Store {
 }
 
 func window(d time.Duration) func(*Config) { return func(c *Config) { c.BatchWindow = d } }
-func maxBatch(n int) func(*Config)        { return func(c *Config) { c.MaxBatch = n } }
+func maxBatch(n int) func(*Config)         { return func(c *Config) { c.MaxBatch = n } }
 
 // addConversation inserts a conversation row directly: creating conversations
 // is not part of this package's API yet.
@@ -561,6 +562,35 @@ func testFailedBatchFallback(t *testing.T, h *harness) {
 	wantSeqs(t, mustMessages(t, s, "c", 1, 100), 3)
 }
 
+func testPanicInBatch(t *testing.T, h *harness) {
+	s := h.open(t, window(time.Hour), maxBatch(2))
+	addConversation(t, s, "c", "group")
+	s.hooks.beforeCommit = func([]Message) error { panic("boom") }
+	enq := enqueueSignal(s)
+
+	leaderPanic := make(chan any, 1)
+	go func() {
+		defer func() { leaderPanic <- recover() }()
+		_, _, _ = s.Append(t.Context(), Message{ConversationID: "c", SenderID: 1, Content: "leader"})
+	}()
+	recv(t, enq)
+	follower := goAppend(t.Context(), s, Message{ConversationID: "c", SenderID: 2, Content: "follower"})
+
+	if r := recv(t, follower); r.err == nil || !strings.Contains(r.err.Error(), "panicked") {
+		t.Errorf("follower of a panicking batch: err = %v, want a panic error", r.err)
+	}
+	if p := recv(t, leaderPanic); p != "boom" {
+		t.Errorf("leader recovered %v, want the panic to propagate", p)
+	}
+	// The transaction was rolled back and the Store still works.
+	s.hooks.beforeCommit = nil
+	s.hooks.enqueued = nil
+	s.cfg.BatchWindow = time.Millisecond
+	if m := mustAppend(t, s, Message{ConversationID: "c", SenderID: 1, Content: "after"}); m.Seq != 1 {
+		t.Errorf("append after the panic got seq %d, want 1", m.Seq)
+	}
+}
+
 func testFollowerCancel(t *testing.T, h *harness) {
 	s := h.open(t, window(time.Hour), maxBatch(3))
 	addConversation(t, s, "c", "group")
@@ -845,4 +875,3 @@ func testSchemaMatchesModels(t *testing.T, h *harness) {
 		}
 	}
 }
-

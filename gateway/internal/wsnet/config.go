@@ -15,9 +15,12 @@ type Config struct {
 	// its payload is buffered. Outbound messages are not limited. Default 64 KiB.
 	MaxFrame int
 
-	// HandshakeTimeout is how long a connection has, from its first byte, to deliver
-	// the whole request head; it also bounds the ctx given to Handler.Authorize.
-	// Default 5s.
+	// HandshakeTimeout is how long an accepted connection has, from accept, to be
+	// classified: to send a request that is not for Path (it then belongs to Hertz and
+	// its timeouts) or the whole head of one that is. A connection still unclassified
+	// then, including one that never sent a byte, is closed (within one sweeper tick)
+	// and counted in Stats.HandshakeTimeouts. It also bounds the ctx given to
+	// Handler.Authorize. Default 5s.
 	HandshakeTimeout time.Duration
 
 	// ReadTimeout is how long the rest of a frame may take once its first byte has
@@ -97,10 +100,10 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// tick is the sweeper period: fine enough that pings, idle closes and close-grace
-// expiries happen within a quarter of their interval, never busier than 5 ms and
-// never coarser than 1 s.
+// tick is the sweeper period: fine enough that pings, idle closes, close-grace and
+// handshake expiries happen within a quarter of their interval, never busier than
+// 5 ms and never coarser than 1 s.
 func (c Config) tick() time.Duration {
-	t := min(c.PingInterval, c.IdleTimeout, c.CloseGrace) / 4
+	t := min(c.PingInterval, c.IdleTimeout, c.CloseGrace, c.HandshakeTimeout) / 4
 	return max(5*time.Millisecond, min(t, time.Second))
 }

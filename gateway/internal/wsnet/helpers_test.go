@@ -18,6 +18,7 @@ import (
 
 	"github.com/cloudwego/hertz/pkg/app"
 	"github.com/cloudwego/hertz/pkg/app/server"
+	"github.com/cloudwego/hertz/pkg/common/config"
 	"github.com/cloudwego/hertz/pkg/common/hlog"
 	"github.com/cloudwego/hertz/pkg/common/utils"
 	"github.com/cloudwego/hertz/pkg/protocol/consts"
@@ -166,19 +167,27 @@ type testServer struct {
 // GET /api/ping route. Cleanup shuts it down and checks OnClose pairing.
 func startServer(t *testing.T, cfg Config, h *testHandler) *testServer {
 	t.Helper()
+	return startServerWith(t, cfg, h)
+}
+
+// startServerWith is startServer with extra Hertz options, applied after (and so
+// overriding) the defaults: ReadTimeout 2s, IdleTimeout 2s.
+func startServerWith(t *testing.T, cfg Config, h *testHandler, hertzOpts ...config.Option) *testServer {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := New(cfg, h)
-	hz := server.New(
+	opts := []config.Option{
 		server.WithListener(ln),
 		server.WithTransport(s.Transport),
 		server.WithDisablePrintRoute(true),
-		server.WithExitWaitTime(2*time.Second),
-		server.WithReadTimeout(2*time.Second),
-		server.WithIdleTimeout(2*time.Second),
-	)
+		server.WithExitWaitTime(2 * time.Second),
+		server.WithReadTimeout(2 * time.Second),
+		server.WithIdleTimeout(2 * time.Second),
+	}
+	hz := server.New(append(opts, hertzOpts...)...)
 	hz.GET("/api/ping", func(_ context.Context, c *app.RequestContext) {
 		c.JSON(consts.StatusOK, utils.H{"pong": true})
 	})

@@ -13,6 +13,10 @@
 // that exists only while the queue is non-empty; pings, idle closes and close-grace
 // expiries are driven by one sweeper goroutine per Server walking sharded sets.
 //
+// No connection can hold a socket without a deadline: one that has not been classified
+// (no request for Hertz, no complete upgrade head) within Config.HandshakeTimeout of
+// being accepted is closed by the same sweeper, even if it never sent a byte.
+//
 // Usage:
 //
 //	ws := wsnet.New(cfg, handler)
@@ -96,14 +100,17 @@ var (
 // picks one.
 const nShards = 64
 
-// shard is one set of open connections plus the hot-path counters of its
-// connections. The counters live here rather than in Server so that frames on
+// shard is one set of open connections, one set of not yet classified accepted
+// connections, plus the hot-path counters of its connections. The counters live here rather than in Server so that frames on
 // different shards do not contend for one cache line.
 type shard struct {
-	mu sync.Mutex // guards conns and every member's Conn.idx; never held with another lock
+	mu sync.Mutex // guards conns, pending and their members' idx; never held with another lock
 	// conns are the open (registered, not yet closed) connections of this shard;
 	// c.idx is c's position, so removal is a swap with the last element.
 	conns []*Conn
+	// pending are the accepted, not yet classified connections of this shard (see
+	// pending.go); p.idx is p's position, removal is a swap with the last element.
+	pending []*pendingConn
 
 	framesIn, framesOut, bytesIn, bytesOut atomic.Uint64
 
@@ -127,12 +134,15 @@ type Server struct {
 
 	shards [nShards]shard
 
-	open       atomic.Int64 // registered, not yet closed connections (Conns)
-	handshakes atomic.Int64 // upgrade requests between sniff and 101/refusal
-	clock      atomic.Int64 // coarse UnixNano: set at start and by the sweeper every tick
-	stopping   atomic.Bool  // set once by Shutdown: refuse new upgrades with 503
+	open       atomic.Int64  // registered, not yet closed connections (Conns)
+	pending    atomic.Int64  // accepted, not yet classified connections (Pending)
+	acceptSeq  atomic.Uint64 // accepted connections, spreads pending records over shards
+	handshakes atomic.Int64  // upgrade requests between sniff and 101/refusal
+	clock      atomic.Int64  // coarse UnixNano: set at start and by the sweeper every tick
+	stopping   atomic.Bool   // set once by Shutdown: refuse new upgrades with 503
 
 	upgrades, rejected atomic.Uint64
+	handshakeTimeouts  atomic.Uint64       // pending connections closed at their deadline
 	closes             [5000]atomic.Uint64 // connections ended, indexed by close code (codes are < 5000)
 
 	mu sync.Mutex // guards the fields below; never held while calling out or taking another lock
@@ -174,6 +184,13 @@ type Stats struct {
 	FramesOut uint64 // frames written, every opcode
 	BytesIn   uint64 // wire bytes of frames read (headers + payloads)
 	BytesOut  uint64 // wire bytes of frames written
+
+	// HandshakeTimeouts counts accepted connections closed because HandshakeTimeout
+	// passed before they were classified: sockets that never sent a byte, and request
+	// lines or upgrade heads that stalled (an abandoned upgrade head also counts in
+	// Rejected). A connection handed to Hertz is never counted here.
+	HandshakeTimeouts uint64
+
 	// Closes counts ended connections by the code given to OnClose (1006: the TCP
 	// connection dropped without a close frame). Only codes seen are present.
 	Closes map[int]uint64
@@ -181,7 +198,10 @@ type Stats struct {
 
 // Stats returns the current counters. It is cheap enough for every metrics scrape.
 func (s *Server) Stats() Stats {
-	st := Stats{Upgrades: s.upgrades.Load(), Rejected: s.rejected.Load(), Closes: map[int]uint64{}}
+	st := Stats{
+		Upgrades: s.upgrades.Load(), Rejected: s.rejected.Load(),
+		HandshakeTimeouts: s.handshakeTimeouts.Load(), Closes: map[int]uint64{},
+	}
 	for i := range s.shards {
 		sh := &s.shards[i]
 		st.FramesIn += sh.framesIn.Load()
@@ -348,12 +368,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // sweep is the Server's only timer goroutine. Every tick it advances the coarse clock
 // and walks the shards: connections whose close grace expired are closed, silent ones
-// get an idle close, and the rest are pinged every PingInterval. Work on a connection
+// get an idle close, and the rest are pinged every PingInterval; accepted connections
+// still unclassified at their handshake deadline are closed. Work on a connection
 // happens after its shard lock is released.
 func (s *Server) sweep(done <-chan struct{}) {
 	t := time.NewTicker(s.tick)
 	defer t.Stop()
 	var due []*Conn
+	var expired []*pendingConn
 	ping, idle := int64(s.cfg.PingInterval), int64(s.cfg.IdleTimeout+s.tick)
 	for {
 		select {
@@ -371,12 +393,24 @@ func (s *Server) sweep(done <-chan struct{}) {
 					due = append(due, c)
 				}
 			}
+			for _, p := range sh.pending {
+				if now >= p.deadline {
+					expired = append(expired, p)
+				}
+			}
 			sh.mu.Unlock()
 			for _, c := range due {
 				c.onTick(now, ping, idle)
 			}
+			for _, p := range expired {
+				if s.expire(p) { // lost only to a classification that just happened
+					_ = p.nc.Close()
+				}
+			}
 			clear(due)
 			due = due[:0]
+			clear(expired)
+			expired = expired[:0]
 		}
 	}
 }

@@ -61,10 +61,13 @@ type transporter struct {
 type slotKey struct{}
 
 // slot is the routing state of one accepted connection. Only the connection's
-// OnRequest task touches it, and netpoll runs at most one such task at a time.
+// OnRequest task touches ws and http, and netpoll runs at most one such task at a
+// time. pend is shared with the sweeper and the close callback under its own rules
+// (pending.go).
 type slot struct {
 	ws   *Conn // set at upgrade: the connection is a WebSocket from then on
 	http bool  // handed to Hertz
+	pend pendingConn
 }
 
 // cancelKey carries the cancel func for SenseClientDisconnection (stock behaviour).
@@ -103,10 +106,22 @@ func (t *transporter) ListenAndServe(onData network.OnData) error {
 	}
 	if t.onConnect != nil {
 		opts = append(opts, netpoll.WithOnConnect(func(ctx context.Context, c netpoll.Connection) context.Context {
-			if hc, ok := hertzConn(c); ok {
-				return t.onConnect(ctx, hc)
+			hc, ok := hertzConn(c)
+			if !ok {
+				return ctx
 			}
-			return ctx
+			nctx := t.onConnect(ctx, hc)
+			// The routing slot (and with it the pending record) must survive a hook
+			// that returns a context not derived from ours.
+			if sl, ok := ctx.Value(slotKey{}).(*slot); ok {
+				if nctx == nil {
+					return ctx
+				}
+				if _, kept := nctx.Value(slotKey{}).(*slot); !kept {
+					nctx = context.WithValue(nctx, slotKey{}, sl)
+				}
+			}
+			return nctx
 		}))
 	}
 	if t.sense {
@@ -140,8 +155,10 @@ func (t *transporter) Shutdown(ctx context.Context) error {
 	return t.srv.Shutdown(ctx)
 }
 
-// prepare runs when a connection is accepted: Hertz's OnAccept hook, the
-// disconnection-sensing context, and an empty routing slot.
+// prepare runs when a connection is accepted (on the poller goroutine, before the
+// connection is registered for reads): Hertz's OnAccept hook, the
+// disconnection-sensing context, and an empty routing slot whose pending record starts
+// the handshake deadline.
 func (t *transporter) prepare(c netpoll.Connection) context.Context {
 	ctx := context.Background()
 	if t.onAccept != nil {
@@ -154,7 +171,18 @@ func (t *transporter) prepare(c netpoll.Connection) context.Context {
 		ctx, cancel = context.WithCancel(ctx)
 		ctx = context.WithValue(ctx, cancelKey{}, cancel)
 	}
-	return context.WithValue(ctx, slotKey{}, &slot{})
+	s := t.srv
+	sl := &slot{}
+	sl.pend = pendingConn{
+		srv:      s,
+		nc:       c,
+		sh:       &s.shards[s.acceptSeq.Add(1)&(nShards-1)],
+		deadline: time.Now().Add(s.cfg.HandshakeTimeout).UnixNano(),
+		idx:      -1,
+	}
+	_ = c.AddCloseCallback(sl.pend.closed)
+	s.addPending(&sl.pend)
+	return context.WithValue(ctx, slotKey{}, sl)
 }
 
 // onRequest is netpoll's OnRequest: it runs whenever the connection has unread input
@@ -171,13 +199,22 @@ func (t *transporter) onRequest(ctx context.Context, c netpoll.Connection) error
 		return t.serveHTTP(ctx, c, sl)
 	}
 	s := t.srv
-	_ = c.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	// The same absolute deadline the sweeper enforces: dripping bytes does not extend
+	// it, and a peek blocked here wakes at it (or when the sweeper closes c).
+	_ = c.SetReadDeadline(time.Unix(0, sl.pend.deadline))
 	v, err := sniff(c.Reader(), s.cfg.Path)
 	switch {
 	case err != nil: // nothing classifiable before the deadline, or the peer left
+		if errors.Is(err, netpoll.ErrReadTimeout) {
+			s.expire(&sl.pend)
+		}
 		_ = c.Close()
 		return nil
 	case v == notOurs:
+		if !s.classify(&sl.pend) { // the deadline won: the sweeper is closing c
+			_ = c.Close()
+			return nil
+		}
 		return t.serveHTTP(ctx, c, sl)
 	}
 	return t.upgrade(ctx, c, sl)
@@ -237,11 +274,19 @@ func (t *transporter) upgrade(ctx context.Context, nc netpoll.Connection, sl *sl
 
 	r := nc.Reader()
 	end, err := readHead(r)
+	if errors.Is(err, netpoll.ErrReadTimeout) {
+		s.expire(&sl.pend)
+	}
+	// A head is complete (or over-long): the connection is classified, unless the
+	// handshake deadline won the race, and is no longer the sweeper's to close.
+	if (err == nil || errors.Is(err, errHeadTooLarge)) && !s.classify(&sl.pend) {
+		err = errExpired
+	}
 	switch {
 	case errors.Is(err, errHeadTooLarge):
 		t.refuse(nc, textError(http.StatusRequestHeaderFieldsTooLarge, "request head over 8 KiB"))
 		return nil
-	case err != nil: // deadline or EOF
+	case err != nil: // deadline, EOF, or closed by the sweeper at the deadline
 		s.rejected.Add(1)
 		_ = nc.Close()
 		return nil

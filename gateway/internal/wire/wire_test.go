@@ -1,0 +1,78 @@
+package wire
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+func TestParseType(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int8
+		ok   bool
+	}{
+		{``, 1, true}, {`null`, 1, true}, {`"text"`, 1, true}, {`"image"`, 2, true}, {`"file"`, 3, true},
+		{`1`, 1, true}, {`2`, 2, true}, {`3`, 3, true}, {`"3"`, 3, true}, {`""`, 1, true},
+		{`0`, 0, false}, {`4`, 0, false}, {`"video"`, 0, false}, {`1.5`, 0, false}, {`{}`, 0, false}, {`true`, 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := ParseType(json.RawMessage(tt.in))
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("ParseType(%s) = %d, %v; want %d, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestSendMessageAliases(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{`{"tempMessageId":"a"}`, "a"},
+		{`{"clientMsgId":"b"}`, "b"},
+		{`{"client_msg_id":"c"}`, "c"},
+		{`{"tempMessageId":123}`, "123"},
+		{`{"tempMessageId":"a","clientMsgId":"b"}`, "a"},
+		{`{}`, ""},
+	}
+	for _, tt := range tests {
+		var s SendMessage
+		if err := json.Unmarshal([]byte(tt.in), &s); err != nil {
+			t.Fatalf("%s: %v", tt.in, err)
+		}
+		if got := s.TempID(); got != tt.want {
+			t.Errorf("TempID(%s) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	var s SendMessage
+	if err := json.Unmarshal([]byte(`{"tempMessageId":{}}`), &s); err == nil {
+		t.Error("object temp id accepted")
+	}
+}
+
+func TestTimeFormat(t *testing.T) {
+	if got := Time(1795789800123); got != "2026-11-27T14:30:00.123Z" {
+		t.Fatalf("Time = %q", got)
+	}
+	if got := Time(1795789800000); got != "2026-11-27T14:30:00.000Z" {
+		t.Fatalf("Time keeps zero millis: %q", got)
+	}
+	if Time(0) != "" {
+		t.Fatal("zero time must be empty")
+	}
+}
+
+func TestEncodeShape(t *testing.T) {
+	b := Encode("pong", nil)
+	if string(b) != `{"type":"pong"}` {
+		t.Fatalf("pong = %s", b)
+	}
+	b = Encode("message-ack", Ack{TempMessageID: "t", ClientMsgID: "t", MessageID: ID(1<<62 + 1), SeqID: 3})
+	var f struct {
+		Type string         `json:"type"`
+		Data map[string]any `json:"data"`
+	}
+	if err := json.Unmarshal(b, &f); err != nil {
+		t.Fatal(err)
+	}
+	if f.Type != "message-ack" || f.Data["messageId"] != "4611686018427387905" || f.Data["seqId"] != float64(3) {
+		t.Fatalf("ack frame = %s", b)
+	}
+}
