@@ -190,7 +190,7 @@ func (t *transporter) prepare(c netpoll.Connection) context.Context {
 func (t *transporter) onRequest(ctx context.Context, c netpoll.Connection) error {
 	sl, _ := ctx.Value(slotKey{}).(*slot)
 	switch {
-	case sl == nil: // a Hertz OnConnect hook replaced our context: nothing to route with
+	case sl == nil: // not expected: prepare sets the slot and the OnConnect wrapper keeps it
 		return t.serveHTTP(ctx, c, nil)
 	case sl.ws != nil:
 		sl.ws.onData()
