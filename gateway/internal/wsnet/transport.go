@@ -180,8 +180,10 @@ func (t *transporter) prepare(c netpoll.Connection) context.Context {
 		deadline: time.Now().Add(s.cfg.HandshakeTimeout).UnixNano(),
 		idx:      -1,
 	}
-	_ = c.AddCloseCallback(sl.pend.closed)
-	s.addPending(&sl.pend)
+	if c.IsActive() { // an OnAccept hook may have closed it already: nothing to time out
+		_ = c.AddCloseCallback(sl.pend.closed)
+		s.addPending(&sl.pend)
+	}
 	return context.WithValue(ctx, slotKey{}, sl)
 }
 
