@@ -21,6 +21,9 @@ test: ## all tests of every module, race detector on (needs MariaDB + Redis on 1
 test-integration: ## only the tests that use MariaDB, Redis, etcd and kfake
 	go test -race -count=1 -timeout 10m ./repo/... ./logic/pushq/... ./cmd/gochat/...
 
+test-browser: ## real Chromium against the gateway (needs chromium + npm ci in web/e2e)
+	go test -count=1 -run TestBrowserClient ./cmd/gochat/
+
 test-short: ## unit tests only (no external services)
 	go test -race -count=1 -short $(PKGS)
 
@@ -41,4 +44,15 @@ tidy: ## go mod tidy in every module
 bench: ## load harnesses (see bench/README.md)
 	go run ./bench/cmd/gochat-bench -h
 
-.PHONY: help run build test test-integration test-short gen check-gen lint tidy bench
+.PHONY: help run build test test-integration test-browser test-short gen check-gen lint tidy bench
+
+cluster-up: ## dev cluster on this machine: devetcd, devkafka (in-memory), repo, logic, task, N=2 gateways (N=3 make cluster-up)
+	./scripts/cluster.sh up -n $(or $(N),2)
+
+cluster-down: ## stop exactly the processes cluster-up started (by pid; logs stay in data/cluster)
+	./scripts/cluster.sh down
+
+cluster-status: ## running/dead, pid, ready of each dev-cluster process
+	./scripts/cluster.sh status
+
+.PHONY: cluster-up cluster-down cluster-status

@@ -30,6 +30,7 @@ type Config struct {
 	SendQueue        int           `yaml:"send_queue"`     // frames queued per socket before it is closed
 	MaxHandshakes    int           `yaml:"max_handshakes"` // concurrent upgrades
 	CloseGrace       time.Duration `yaml:"close_grace"`    // shutdown: time for close frames to go out
+	RouteRefresh     time.Duration `yaml:"route_refresh"`  // heartbeat of this gateway's routes (they expire after 90 s)
 }
 
 // Default is the single-machine configuration.
@@ -50,6 +51,7 @@ func Default() Config {
 		SendQueue:        256,
 		MaxHandshakes:    1024,
 		CloseGrace:       time.Second,
+		RouteRefresh:     30 * time.Second,
 	}
 }
 
@@ -79,6 +81,7 @@ func (c Config) Validate() error {
 	for name, d := range map[string]time.Duration{
 		"rpc_timeout": c.RPCTimeout, "handshake_timeout": c.HandshakeTimeout, "read_timeout": c.ReadTimeout,
 		"write_timeout": c.WriteTimeout, "ping_interval": c.PingInterval, "idle_timeout": c.IdleTimeout,
+		"route_refresh": c.RouteRefresh,
 	} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("gateway.%s must be positive", name))

@@ -41,11 +41,24 @@ type Logic interface {
 	ListMessages(ctx context.Context, req *logicapi.ListMessagesReq, opts ...callopt.Option) (*logicapi.ListMessagesResp, error)
 	MarkRead(ctx context.Context, req *logicapi.MarkReadReq, opts ...callopt.Option) (*logicapi.MarkReadResp, error)
 	Send(ctx context.Context, req *logicapi.SendReq, opts ...callopt.Option) (*logicapi.SendResp, error)
+	GetUserByName(ctx context.Context, req *logicapi.GetUserByNameReq, opts ...callopt.Option) (*logicapi.GetUserResp, error)
+	OnlineStatus(ctx context.Context, req *logicapi.OnlineStatusReq, opts ...callopt.Option) (*logicapi.OnlineStatusResp, error)
+	ListFriends(ctx context.Context, req *logicapi.ListFriendsReq, opts ...callopt.Option) (*logicapi.ListFriendsResp, error)
+	AddFriend(ctx context.Context, req *logicapi.AddFriendReq, opts ...callopt.Option) (*logicapi.ConversationView, error)
+	OpenConversation(ctx context.Context, req *logicapi.OpenConversationReq, opts ...callopt.Option) (*logicapi.OpenConversationResp, error)
+	CreateGroup(ctx context.Context, req *logicapi.CreateGroupReq, opts ...callopt.Option) (*logicapi.GroupInfo, error)
+	GetGroup(ctx context.Context, req *logicapi.GetGroupReq, opts ...callopt.Option) (*logicapi.GroupInfo, error)
+	AddGroupMembers(ctx context.Context, req *logicapi.AddGroupMembersReq, opts ...callopt.Option) (*logicapi.GroupInfo, error)
+	RemoveGroupMember(ctx context.Context, req *logicapi.RemoveGroupMemberReq, opts ...callopt.Option) (*logicapi.RemoveGroupMemberResp, error)
+	Connect(ctx context.Context, req *logicapi.ConnectReq, opts ...callopt.Option) (*logicapi.ConnectResp, error)
+	Disconnect(ctx context.Context, req *logicapi.DisconnectReq, opts ...callopt.Option) (*logicapi.DisconnectResp, error)
+	RefreshRoutes(ctx context.Context, req *logicapi.RefreshRoutesReq, opts ...callopt.Option) (*logicapi.RefreshRoutesResp, error)
 }
 
 // Subscriber tails bus topics; *pushq.Memory and *pushq.Kafka satisfy it.
 type Subscriber interface {
 	Subscribe(ctx context.Context, topic string, h func(value []byte)) (*pushq.Subscription, error)
+	EnsureTopics(ctx context.Context, partitions int, topics ...string) error
 }
 
 // Deps are the gateway's collaborators.
@@ -133,12 +146,34 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	g.addr.Store(ln.Addr().(*net.TCPAddr))
 
-	sub, err := g.bus.Subscribe(ctx, pushq.TopicBroadcast, g.onBroadcast)
+	// Two push streams: the broadcast topic (world room) and this gateway's own topic
+	// (messages and presence for users whose sockets are here).
+	own := pushq.GatewayTopic(g.cfg.ID)
+	if err := g.bus.EnsureTopics(ctx, 0, own); err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("gateway: create topic %s: %w", own, err)
+	}
+	sub, err := g.bus.Subscribe(ctx, pushq.TopicBroadcast, g.onPush)
 	if err != nil {
 		_ = ln.Close()
 		return fmt.Errorf("gateway: subscribe %s: %w", pushq.TopicBroadcast, err)
 	}
 	defer sub.Close()
+	ownSub, err := g.bus.Subscribe(ctx, own, g.onPush)
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("gateway: subscribe %s: %w", own, err)
+	}
+	defer ownSub.Close()
+
+	var wg sync.WaitGroup
+	refreshCtx, stopRefresh := context.WithCancel(ctx)
+	defer func() { stopRefresh(); wg.Wait() }()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		g.refreshRoutes(refreshCtx)
+	}()
 
 	h := server.New(
 		server.WithListener(ln),
@@ -169,10 +204,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 			runErr = err
 			return err
 		case <-sub.Done():
-			// Without its push subscription the gateway would silently stop
+			// Without its push subscriptions the gateway would silently stop
 			// delivering; fail so the process is restarted (clients reconnect and
 			// recover by seq).
-			runErr = fmt.Errorf("gateway: push subscription ended: %w", sub.Err())
+			runErr = fmt.Errorf("gateway: broadcast subscription ended: %w", sub.Err())
+			return runErr
+		case <-ownSub.Done():
+			runErr = fmt.Errorf("gateway: own push subscription ended: %w", ownSub.Err())
 			return runErr
 		}
 	})
@@ -184,4 +222,29 @@ func (g *Gateway) Run(ctx context.Context) error {
 // callCtx bounds one call to logic.
 func (g *Gateway) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, g.cfg.RPCTimeout)
+}
+
+// refreshRoutes keeps this gateway's routes alive (they expire otherwise, which is
+// how a crashed gateway's users go offline) until ctx is done.
+func (g *Gateway) refreshRoutes(ctx context.Context) {
+	t := time.NewTicker(g.cfg.RouteRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var ids []int64
+		g.sockets.EachUser(func(uid int64) { ids = append(ids, uid) })
+		for start := 0; start < len(ids); start += 1000 {
+			cctx, cancel := g.callCtx(ctx)
+			_, err := g.logic.RefreshRoutes(cctx, &logicapi.RefreshRoutesReq{GatewayId: g.cfg.ID, UserIds: ids[start:min(start+1000, len(ids))]})
+			cancel()
+			if err != nil {
+				g.log.Warn("refreshing routes failed", "users", len(ids), "err", err)
+				break
+			}
+		}
+	}
 }

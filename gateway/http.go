@@ -256,6 +256,15 @@ func (g *Gateway) routes(h *server.Hertz, gatherer prometheus.Gatherer) {
 	api.GET("/conversations/:id/messages", g.authed("list messages", g.listMessages))
 	api.PUT("/conversations/:id/read", g.authed("mark read", g.markRead))
 	api.POST("/messages", g.authed("send", g.sendHTTP))
+	api.GET("/users/status/online", g.authed("online status", g.onlineStatus))
+	api.GET("/users/:username", g.authed("find user", g.findUser))
+	api.GET("/friends", g.authed("list friends", g.listFriends))
+	api.POST("/friends", g.authed("add friend", g.addFriend))
+	api.POST("/conversations", g.authed("open conversation", g.openConversation))
+	api.POST("/groups", g.authed("create group", g.createGroup))
+	api.GET("/groups/:groupId", g.authed("get group", g.getGroup))
+	api.POST("/groups/:groupId/members", g.authed("add group members", g.addGroupMembers))
+	api.DELETE("/groups/:groupId/members/:userId", g.authed("remove group member", g.removeGroupMember))
 }
 
 func (g *Gateway) readyz(ctx context.Context, c *app.RequestContext) {
@@ -474,5 +483,201 @@ func (g *Gateway) sendHTTP(ctx context.Context, c *app.RequestContext, s *logica
 		status = http.StatusOK
 	}
 	g.ok(c, status, wire.MessageFrom(resp.Message))
+	return nil
+}
+
+// parseID reads a snowflake id given as a JSON string or number.
+func parseID(v wire.Flex, field string) (int64, *apiError) {
+	id, err := strconv.ParseInt(string(v), 10, 64)
+	if err != nil || id <= 0 {
+		return 0, badRequest(field + " must be a user id")
+	}
+	return id, nil
+}
+
+// pathID reads a numeric id from the path; anything else is a 404 (no such resource).
+func pathID(c *app.RequestContext, name string) (int64, *apiError) {
+	id, err := strconv.ParseInt(c.Param(name), 10, 64)
+	if err != nil || id <= 0 {
+		return 0, &apiError{http.StatusNotFound, base.ErrCode_NOT_FOUND.String(), "not found"}
+	}
+	return id, nil
+}
+
+func (g *Gateway) findUser(ctx context.Context, c *app.RequestContext, _ *logicapi.Session) error {
+	resp, err := g.logic.GetUserByName(ctx, &logicapi.GetUserByNameReq{Username: c.Param("username")})
+	if err != nil {
+		return err
+	}
+	g.ok(c, http.StatusOK, wire.UserFrom(resp.User))
+	return nil
+}
+
+func (g *Gateway) onlineStatus(ctx context.Context, c *app.RequestContext, s *logicapi.Session) error {
+	resp, err := g.logic.OnlineStatus(ctx, &logicapi.OnlineStatusReq{UserId: s.UserId})
+	if err != nil {
+		return err
+	}
+	out := make(map[string]bool, len(resp.Online))
+	for id, on := range resp.Online {
+		out[wire.ID(id)] = on
+	}
+	g.ok(c, http.StatusOK, out)
+	return nil
+}
+
+type friendView struct {
+	UserID   string `json:"userId"`
+	Username string `json:"username"`
+	Avatar   string `json:"avatar"`
+	Online   bool   `json:"online"`
+}
+
+func (g *Gateway) listFriends(ctx context.Context, c *app.RequestContext, s *logicapi.Session) error {
+	resp, err := g.logic.ListFriends(ctx, &logicapi.ListFriendsReq{UserId: s.UserId})
+	if err != nil {
+		return err
+	}
+	out := make([]friendView, len(resp.Friends))
+	for i, f := range resp.Friends {
+		out[i] = friendView{UserID: wire.ID(f.User.Id), Username: f.User.Username, Avatar: f.User.Avatar, Online: f.Online}
+	}
+	g.ok(c, http.StatusOK, out)
+	return nil
+}
+
+func (g *Gateway) addFriend(ctx context.Context, c *app.RequestContext, s *logicapi.Session) error {
+	var req struct {
+		FriendID wire.Flex `json:"friendId"`
+	}
+	if err := g.decode(c, &req, false); err != nil {
+		return err
+	}
+	if s.IsGuest {
+		// Guests are refused whatever they send.
+		return &apiError{http.StatusForbidden, base.ErrCode_GUEST_NOT_ALLOWED.String(), "guests cannot add friends"}
+	}
+	id, aerr := parseID(req.FriendID, "friendId")
+	if aerr != nil {
+		return aerr
+	}
+	v, err := g.logic.AddFriend(ctx, &logicapi.AddFriendReq{UserId: s.UserId, IsGuest: s.IsGuest, FriendId: id})
+	if err != nil {
+		return err
+	}
+	g.ok(c, http.StatusCreated, map[string]any{"conversation": wire.ConversationFrom(v)})
+	return nil
+}
+
+func (g *Gateway) openConversation(ctx context.Context, c *app.RequestContext, s *logicapi.Session) error {
+	var req struct {
+		TargetUserID wire.Flex `json:"targetUserId"`
+	}
+	if err := g.decode(c, &req, false); err != nil {
+		return err
+	}
+	id, aerr := parseID(req.TargetUserID, "targetUserId")
+	if aerr != nil {
+		return aerr
+	}
+	resp, err := g.logic.OpenConversation(ctx, &logicapi.OpenConversationReq{UserId: s.UserId, IsGuest: s.IsGuest, TargetUserId: id})
+	if err != nil {
+		return err
+	}
+	status := http.StatusOK
+	if resp.Created {
+		status = http.StatusCreated
+	}
+	g.ok(c, status, wire.ConversationFrom(resp.Conversation))
+	return nil
+}
+
+func (g *Gateway) createGroup(ctx context.Context, c *app.RequestContext, s *logicapi.Session) error {
+	var req struct {
+		GroupName string      `json:"groupName"`
+		Members   []wire.Flex `json:"members"`
+	}
+	if err := g.decode(c, &req, false); err != nil {
+		return err
+	}
+	if s.IsGuest {
+		return &apiError{http.StatusForbidden, base.ErrCode_GUEST_NOT_ALLOWED.String(), "guests cannot create groups"}
+	}
+	// Unknown member ids are skipped (contract.md §3), and so are ids that are not
+	// ids at all: the client may send anything it has.
+	var ids []int64
+	if len(req.Members) > 500 {
+		return badRequest("members lists at most 500 ids")
+	}
+	for _, m := range req.Members {
+		if id, err := strconv.ParseInt(string(m), 10, 64); err == nil && id > 0 {
+			ids = append(ids, id)
+		}
+	}
+	info, err := g.logic.CreateGroup(ctx, &logicapi.CreateGroupReq{UserId: s.UserId, IsGuest: s.IsGuest, Name: req.GroupName, MemberIds: ids})
+	if err != nil {
+		return err
+	}
+	g.ok(c, http.StatusCreated, map[string]any{
+		"group":        wire.GroupFrom(info),
+		"conversation": map[string]string{"conversationId": info.Conversation.Id, "type": "group"},
+	})
+	return nil
+}
+
+func (g *Gateway) getGroup(ctx context.Context, c *app.RequestContext, s *logicapi.Session) error {
+	id, aerr := pathID(c, "groupId")
+	if aerr != nil {
+		return aerr
+	}
+	info, err := g.logic.GetGroup(ctx, &logicapi.GetGroupReq{UserId: s.UserId, GroupId: id})
+	if err != nil {
+		return err
+	}
+	g.ok(c, http.StatusOK, wire.GroupFrom(info))
+	return nil
+}
+
+func (g *Gateway) addGroupMembers(ctx context.Context, c *app.RequestContext, s *logicapi.Session) error {
+	id, aerr := pathID(c, "groupId")
+	if aerr != nil {
+		return aerr
+	}
+	var req struct {
+		MemberIDs []wire.Flex `json:"memberIds"`
+	}
+	if err := g.decode(c, &req, false); err != nil {
+		return err
+	}
+	var ids []int64
+	if len(req.MemberIDs) > 500 {
+		return badRequest("memberIds lists at most 500 ids")
+	}
+	for _, m := range req.MemberIDs {
+		if v, err := strconv.ParseInt(string(m), 10, 64); err == nil && v > 0 {
+			ids = append(ids, v)
+		}
+	}
+	info, err := g.logic.AddGroupMembers(ctx, &logicapi.AddGroupMembersReq{UserId: s.UserId, GroupId: id, MemberIds: ids})
+	if err != nil {
+		return err
+	}
+	g.ok(c, http.StatusOK, wire.GroupFrom(info))
+	return nil
+}
+
+func (g *Gateway) removeGroupMember(ctx context.Context, c *app.RequestContext, s *logicapi.Session) error {
+	id, aerr := pathID(c, "groupId")
+	if aerr != nil {
+		return aerr
+	}
+	target, aerr := pathID(c, "userId")
+	if aerr != nil {
+		return aerr
+	}
+	if _, err := g.logic.RemoveGroupMember(ctx, &logicapi.RemoveGroupMemberReq{UserId: s.UserId, GroupId: id, TargetUserId: target}); err != nil {
+		return err
+	}
+	g.ok(c, http.StatusOK, map[string]any{})
 	return nil
 }

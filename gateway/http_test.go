@@ -16,7 +16,7 @@ func TestStatusOf(t *testing.T) {
 		base.ErrCode_UNAUTHORIZED: 401, base.ErrCode_INVALID_CREDENTIALS: 401,
 		base.ErrCode_FORBIDDEN: 403, base.ErrCode_NOT_MEMBER: 403, base.ErrCode_GUEST_NOT_ALLOWED: 403,
 		base.ErrCode_NOT_FOUND: 404, base.ErrCode_USER_NOT_FOUND: 404, base.ErrCode_CONVERSATION_NOT_FOUND: 404,
-		base.ErrCode_CONFLICT: 409, base.ErrCode_USERNAME_TAKEN: 409,
+		base.ErrCode_CONFLICT: 409, base.ErrCode_USERNAME_TAKEN: 409, base.ErrCode_ALREADY_FRIENDS: 409,
 		base.ErrCode_RATE_LIMITED: http.StatusTooManyRequests,
 		base.ErrCode_UNAVAILABLE:  http.StatusServiceUnavailable,
 		base.ErrCode_INTERNAL:     http.StatusInternalServerError,

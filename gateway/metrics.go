@@ -49,6 +49,9 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
 			Name: "gochat_gateway_upgrades_rejected_total", Help: "Refused WebSocket upgrades (bad token, bad request, overload).",
 		}, func() float64 { return float64(g.ws.Stats().Rejected) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "gochat_gateway_handshake_timeouts_total", Help: "Connections closed for not completing a request head or upgrade in time.",
+		}, func() float64 { return float64(g.ws.Stats().HandshakeTimeouts) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "gochat_gateway_ws_frames_in_total", Help: "WebSocket frames read (all opcodes).",
 		}, func() float64 { return float64(g.ws.Stats().FramesIn) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{

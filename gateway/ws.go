@@ -62,6 +62,13 @@ func (h *wsHandler) OnOpen(c *wsnet.Conn) {
 	g.write(c, "connected", wire.Connected{
 		UserID: wire.ID(s.userID), ConnectionID: s.origin, ServerTime: time.Now().UTC().Format(wire.TimeLayout),
 	})
+	// The route makes pushes for this user come here; the first socket anywhere
+	// announces the user to friends and 1:1 peers.
+	ctx, cancel := g.callCtx(context.Background())
+	defer cancel()
+	if _, err := g.logic.Connect(ctx, &logicapi.ConnectReq{UserId: s.userID, GatewayId: g.cfg.ID}); err != nil {
+		g.log.Warn("registering socket route failed; the periodic refresh retries", "uid", s.userID, "err", err)
+	}
 }
 
 // OnClose unregisters the socket.
@@ -69,6 +76,11 @@ func (h *wsHandler) OnClose(c *wsnet.Conn, _ int, _ string) {
 	g := (*Gateway)(h)
 	s := c.Data().(*session)
 	g.sockets.Remove(s.userID, c.ID())
+	ctx, cancel := g.callCtx(context.Background())
+	defer cancel()
+	if _, err := g.logic.Disconnect(ctx, &logicapi.DisconnectReq{UserId: s.userID, GatewayId: g.cfg.ID}); err != nil {
+		g.log.Warn("unregistering socket route failed; it expires by itself", "uid", s.userID, "err", err)
+	}
 }
 
 func (g *Gateway) write(c *wsnet.Conn, typ string, data any) {
@@ -208,12 +220,23 @@ func (g *Gateway) onRead(c *wsnet.Conn, s *session, raw json.RawMessage) {
 	}
 }
 
-// onBroadcast delivers a world-room push to every socket on this gateway except the
-// one that sent it. The frame is encoded once and shared.
-func (g *Gateway) onBroadcast(value []byte) {
+// onPush delivers one record from the bus. A message is encoded once and written to
+// every target socket except the one that sent it: all sockets here for the world
+// room (broadcast topic), the listed recipients' sockets otherwise (this gateway's
+// own topic). A presence change becomes friend-online for the listed recipients.
+func (g *Gateway) onPush(value []byte) {
 	p, err := pushq.DecodePush(value)
 	if err != nil {
 		g.log.Error("undecodable push dropped", "err", err)
+		return
+	}
+	if p.Kind == pushq.KindPresence {
+		frame := wire.Encode("friend-online", wire.FriendOnline{UserID: wire.ID(p.Presence.UserID), Online: p.Presence.Online})
+		var n float64
+		for _, uid := range p.Recipients {
+			g.sockets.User(uid, func(c *wsnet.Conn) { _ = c.Send(frame); n++ })
+		}
+		g.m.frames.WithLabelValues("out", "friend-online").Add(n)
 		return
 	}
 	var skip uint64
@@ -222,13 +245,20 @@ func (g *Gateway) onBroadcast(value []byte) {
 	}
 	frame := wire.Encode("new-message", wire.NewMessage{ConversationID: p.Message.ConversationID, Message: wire.MessageFromPush(p.Message)})
 	var n float64
-	g.sockets.Each(1, func(c *wsnet.Conn) {
+	deliver := func(c *wsnet.Conn) {
 		if c.ID() == skip {
 			return
 		}
 		_ = c.Send(frame)
 		n++
-	})
+	}
+	if len(p.Recipients) == 0 {
+		g.sockets.Each(1, deliver)
+	} else {
+		for _, uid := range p.Recipients {
+			g.sockets.User(uid, deliver)
+		}
+	}
 	g.m.frames.WithLabelValues("out", "new-message").Add(n)
 	if p.Message.CreatedAtMs > 0 {
 		g.m.pushSeconds.Observe(time.Since(time.UnixMilli(p.Message.CreatedAtMs)).Seconds())

@@ -33,6 +33,7 @@ enum ErrCode {
     // 409
     CONFLICT = 40
     USERNAME_TAKEN = 41
+    ALREADY_FRIENDS = 42
 
     // 429
     RATE_LIMITED = 50

@@ -57,6 +57,7 @@ struct ConversationView {
     1: repo.Conversation conversation
     2: i64 unread_count
     3: i32 online_count
+    4: repo.User peer // single conversations: the other person
 }
 struct ListConversationsReq {
     1: i64 user_id
@@ -106,6 +107,100 @@ struct SendResp {
     2: bool duplicate
 }
 
+// ---- users, friends, conversations, groups ----
+
+struct GetUserByNameReq {
+    1: string username
+}
+
+struct OnlineStatusReq {
+    1: i64 user_id
+}
+struct OnlineStatusResp {
+    1: map<i64, bool> online // the caller's friends and 1:1 peers
+}
+
+struct Friend {
+    1: repo.User user
+    2: bool online
+}
+struct ListFriendsReq {
+    1: i64 user_id
+}
+struct ListFriendsResp {
+    1: list<Friend> friends
+}
+
+struct AddFriendReq {
+    1: i64 user_id
+    2: bool is_guest
+    3: i64 friend_id
+}
+
+struct OpenConversationReq {
+    1: i64 user_id
+    2: bool is_guest
+    3: i64 target_user_id
+}
+struct OpenConversationResp {
+    1: ConversationView conversation
+    2: bool created
+}
+
+struct GroupMember {
+    1: repo.User user
+    2: string role
+}
+struct GroupInfo {
+    1: repo.Conversation conversation
+    2: list<GroupMember> members
+}
+
+struct CreateGroupReq {
+    1: i64 user_id
+    2: bool is_guest
+    3: string name
+    4: list<i64> member_ids
+}
+
+struct GetGroupReq {
+    1: i64 user_id
+    2: i64 group_id
+}
+
+struct AddGroupMembersReq {
+    1: i64 user_id
+    2: i64 group_id
+    3: list<i64> member_ids
+}
+
+struct RemoveGroupMemberReq {
+    1: i64 user_id
+    2: i64 group_id
+    3: i64 target_user_id
+}
+struct RemoveGroupMemberResp {}
+
+// ---- sockets (gateway → logic) ----
+
+struct ConnectReq {
+    1: i64 user_id
+    2: string gateway_id
+}
+struct ConnectResp {}
+
+struct DisconnectReq {
+    1: i64 user_id
+    2: string gateway_id
+}
+struct DisconnectResp {}
+
+struct RefreshRoutesReq {
+    1: string gateway_id
+    2: list<i64> user_ids
+}
+struct RefreshRoutesResp {}
+
 service LogicService {
     // Succeeds when logic and everything it depends on (repo) answer.
     repo.PingResp Ping(1: repo.PingReq req)
@@ -119,4 +214,19 @@ service LogicService {
     ListMessagesResp ListMessages(1: ListMessagesReq req)
     MarkReadResp MarkRead(1: MarkReadReq req)
     SendResp Send(1: SendReq req)
+
+    GetUserResp GetUserByName(1: GetUserByNameReq req)
+    OnlineStatusResp OnlineStatus(1: OnlineStatusReq req)
+    ListFriendsResp ListFriends(1: ListFriendsReq req)
+    ConversationView AddFriend(1: AddFriendReq req)
+    OpenConversationResp OpenConversation(1: OpenConversationReq req)
+    GroupInfo CreateGroup(1: CreateGroupReq req)
+    GroupInfo GetGroup(1: GetGroupReq req)
+    GroupInfo AddGroupMembers(1: AddGroupMembersReq req)
+    RemoveGroupMemberResp RemoveGroupMember(1: RemoveGroupMemberReq req)
+
+    // The gateway reports sockets: presence (friend-online) and push routes follow.
+    ConnectResp Connect(1: ConnectReq req)
+    DisconnectResp Disconnect(1: DisconnectReq req)
+    RefreshRoutesResp RefreshRoutes(1: RefreshRoutesReq req)
 }

@@ -91,6 +91,7 @@ struct GetConversationResp {
 struct UserConversation {
     1: Conversation conversation
     2: i64 read_seq
+    3: i64 peer_id // single conversations: the other member
 }
 struct ListUserConversationsReq {
     1: i64 user_id
@@ -122,6 +123,141 @@ struct IsRevokedResp {
     1: bool revoked
 }
 
+// ---- friends and conversations ----
+
+struct Member {
+    1: i64 user_id
+    2: string role // owner | admin | member
+    3: i64 read_seq
+    4: i64 joined_at_ms
+}
+
+// Makes user and friend friends both ways and ensures their single conversation
+// (conversation_id) exists with both as members. CONFLICT when already friends,
+// NOT_FOUND when either user does not exist.
+struct AddFriendReq {
+    1: i64 user_id
+    2: i64 friend_id
+    3: string conversation_id
+}
+struct AddFriendResp {
+    1: Conversation conversation
+}
+
+struct ListFriendsReq {
+    1: i64 user_id
+}
+struct ListFriendsResp {
+    1: list<User> friends
+}
+
+// Ensures the single conversation between two users exists with both as members.
+struct EnsureSingleReq {
+    1: string conversation_id
+    2: i64 user_a
+    3: i64 user_b
+}
+struct EnsureSingleResp {
+    1: Conversation conversation
+    2: bool created
+}
+
+// Creates group_<snowflake> with owner_id as owner and the existing users among
+// member_ids as members (unknown ids are skipped).
+struct CreateGroupReq {
+    1: string name
+    2: i64 owner_id
+    3: list<i64> member_ids
+}
+struct CreateGroupResp {
+    1: Conversation conversation
+}
+
+struct GetMemberReq {
+    1: string conversation_id
+    2: i64 user_id
+}
+struct GetMemberResp {
+    1: bool found
+    2: Member member
+}
+
+// Members ordered by user id, after_user_id exclusive; limit <= 1000.
+struct ListMembersReq {
+    1: string conversation_id
+    2: i64 after_user_id
+    3: i32 limit
+}
+struct ListMembersResp {
+    1: list<Member> members
+}
+
+// Adds the existing users among user_ids as members (already-members and unknown ids
+// are skipped); member_count is kept up to date.
+struct AddMembersReq {
+    1: string conversation_id
+    2: list<i64> user_ids
+}
+struct AddMembersResp {
+    1: list<i64> added
+    2: Conversation conversation
+}
+
+// Removes a member. When the owner leaves, the longest-standing remaining member
+// becomes owner.
+struct RemoveMemberReq {
+    1: string conversation_id
+    2: i64 user_id
+}
+struct RemoveMemberResp {
+    1: bool removed
+    2: Conversation conversation
+}
+
+// Friends and 1:1 peers of a user: who sees their presence.
+struct ListPeersReq {
+    1: i64 user_id
+}
+struct ListPeersResp {
+    1: list<i64> user_ids
+}
+
+// ---- routes and presence (volatile state) ----
+
+// One more socket of user on gateway. first: the user had no socket anywhere before.
+struct ConnectReq {
+    1: i64 user_id
+    2: string gateway_id
+}
+struct ConnectResp {
+    1: bool first
+}
+
+// One socket fewer. last: the user has no socket anywhere now.
+struct DisconnectReq {
+    1: i64 user_id
+    2: string gateway_id
+}
+struct DisconnectResp {
+    1: bool last
+}
+
+// A gateway's heartbeat: keeps the routes of its users alive (they expire otherwise,
+// so a dead gateway's users go offline by themselves).
+struct RefreshRoutesReq {
+    1: string gateway_id
+    2: list<i64> user_ids
+}
+struct RefreshRoutesResp {}
+
+struct GetRoutesReq {
+    1: list<i64> user_ids
+}
+struct GetRoutesResp {
+    // user id -> gateway ids holding at least one of the user's sockets; offline users are absent
+    1: map<i64, list<string>> routes
+}
+
 struct PingReq {}
 struct PingResp {}
 
@@ -138,4 +274,19 @@ service RepoService {
     SetReadSeqResp SetReadSeq(1: SetReadSeqReq req)
     RevokeTokenResp RevokeToken(1: RevokeTokenReq req)
     IsRevokedResp IsRevoked(1: IsRevokedReq req)
+
+    AddFriendResp AddFriend(1: AddFriendReq req)
+    ListFriendsResp ListFriends(1: ListFriendsReq req)
+    EnsureSingleResp EnsureSingle(1: EnsureSingleReq req)
+    CreateGroupResp CreateGroup(1: CreateGroupReq req)
+    GetMemberResp GetMember(1: GetMemberReq req)
+    ListMembersResp ListMembers(1: ListMembersReq req)
+    AddMembersResp AddMembers(1: AddMembersReq req)
+    RemoveMemberResp RemoveMember(1: RemoveMemberReq req)
+    ListPeersResp ListPeers(1: ListPeersReq req)
+
+    ConnectResp Connect(1: ConnectReq req)
+    DisconnectResp Disconnect(1: DisconnectReq req)
+    RefreshRoutesResp RefreshRoutes(1: RefreshRoutesReq req)
+    GetRoutesResp GetRoutes(1: GetRoutesReq req)
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/gochat/gochat/kitex_gen/base"
 	"github.com/gochat/gochat/kitex_gen/logicapi"
 	"github.com/gochat/gochat/kitex_gen/repoapi"
-	"github.com/gochat/gochat/logic/pushq"
 )
 
 // Paging limits of contract.md §3.
@@ -19,25 +18,37 @@ const (
 	maxPageSize     = 100
 )
 
-// visibleConversation loads a conversation the user may read and post in, with the
-// user's read pointer.
-func (l *Logic) visibleConversation(ctx context.Context, userID int64, convID string) (*repoapi.GetConversationResp, error) {
+// visibleConversation loads a conversation the user may read and post in, and the
+// user's read pointer. World is everyone's; other conversations are members only.
+func (l *Logic) visibleConversation(ctx context.Context, userID int64, convID string) (*repoapi.Conversation, int64, error) {
 	if !validConversationID(convID) {
-		return nil, bizErr(base.ErrCode_INVALID_CONVERSATION, "invalid conversation id")
+		return nil, 0, bizErr(base.ErrCode_INVALID_CONVERSATION, "invalid conversation id")
 	}
 	resp, err := l.repo.GetConversation(ctx, &repoapi.GetConversationReq{ConversationId: convID, UserId: userID})
 	if isCode(err, base.ErrCode_NOT_FOUND) {
-		return nil, bizErr(base.ErrCode_CONVERSATION_NOT_FOUND, "conversation not found")
+		return nil, 0, bizErr(base.ErrCode_CONVERSATION_NOT_FOUND, "conversation not found")
 	}
 	if err != nil {
-		return nil, l.passthrough("get conversation", err)
+		return nil, 0, l.passthrough("get conversation", err)
 	}
-	if resp.Conversation.Type != "world" {
-		// 1:1 and group conversations arrive with friends and groups; until then only
-		// world exists and nobody else may touch a conversation row.
-		return nil, bizErr(base.ErrCode_NOT_MEMBER, "you are not a member of this conversation")
+	if convID != WorldID {
+		if err := l.checkMember(ctx, userID, convID); err != nil {
+			return nil, 0, err
+		}
 	}
-	return resp, nil
+	return resp.Conversation, resp.ReadSeq, nil
+}
+
+// checkMember refuses users who are not members of a (non-world) conversation.
+func (l *Logic) checkMember(ctx context.Context, userID int64, convID string) error {
+	m, err := l.repo.GetMember(ctx, &repoapi.GetMemberReq{ConversationId: convID, UserId: userID})
+	if err != nil {
+		return l.passthrough("get member", err)
+	}
+	if !m.Found {
+		return bizErr(base.ErrCode_NOT_MEMBER, "you are not a member of this conversation")
+	}
+	return nil
 }
 
 // ListConversations returns the user's conversations: world first, then by last message time.
@@ -46,11 +57,25 @@ func (l *Logic) ListConversations(ctx context.Context, req *logicapi.ListConvers
 	if err != nil {
 		return nil, l.passthrough("list user conversations", err)
 	}
+	var peerIDs []int64
+	for _, uc := range resp.Conversations {
+		if uc.PeerId != 0 {
+			peerIDs = append(peerIDs, uc.PeerId)
+		}
+	}
+	peers, err := l.users(ctx, peerIDs)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]*logicapi.ConversationView, 0, len(resp.Conversations))
 	for _, uc := range resp.Conversations {
+		if uc.Conversation.Type == "single" && peers[uc.PeerId] == nil {
+			continue // the other side is gone; nothing to show
+		}
 		out = append(out, &logicapi.ConversationView{
 			Conversation: uc.Conversation,
 			UnreadCount:  max(0, uc.Conversation.LastSeq-uc.ReadSeq),
+			Peer:         peers[uc.PeerId],
 		})
 	}
 	slices.SortStableFunc(out, func(a, b *logicapi.ConversationView) int {
@@ -101,11 +126,11 @@ func (l *Logic) ListMessages(ctx context.Context, req *logicapi.ListMessagesReq)
 	if req.Page < 0 || req.Size < 0 || req.BeforeSeq < 0 || req.AfterSeq < 0 {
 		return nil, bizErr(base.ErrCode_BAD_REQUEST, "page, size, beforeSeq and afterSeq must not be negative")
 	}
-	conv, err := l.visibleConversation(ctx, req.UserId, req.ConversationId)
+	conv, _, err := l.visibleConversation(ctx, req.UserId, req.ConversationId)
 	if err != nil {
 		return nil, err
 	}
-	last := conv.Conversation.LastSeq
+	last := conv.LastSeq
 	lo, hi, hasMore := seqWindow(req, last)
 	resp := &logicapi.ListMessagesResp{Total: last, HasMore: hasMore, Messages: []*repoapi.Message{}}
 	if lo > hi {
@@ -124,7 +149,7 @@ func (l *Logic) MarkRead(ctx context.Context, req *logicapi.MarkReadReq) (*logic
 	if req.Seq < 0 {
 		return nil, bizErr(base.ErrCode_BAD_REQUEST, "seqId must not be negative")
 	}
-	if _, err := l.visibleConversation(ctx, req.UserId, req.ConversationId); err != nil {
+	if _, _, err := l.visibleConversation(ctx, req.UserId, req.ConversationId); err != nil {
 		return nil, err
 	}
 	resp, err := l.repo.SetReadSeq(ctx, &repoapi.SetReadSeqReq{ConversationId: req.ConversationId, UserId: req.UserId, Seq: req.Seq})
@@ -159,8 +184,19 @@ func (l *Logic) Send(ctx context.Context, req *logicapi.SendReq) (*logicapi.Send
 	if len(req.ClientMsgId) > maxClientMsgID {
 		return nil, bizErr(base.ErrCode_INVALID_CLIENT_MSG_ID, "client message id is longer than 64 bytes")
 	}
-	if _, err := l.visibleConversation(ctx, req.UserId, req.ConversationId); err != nil {
-		return nil, err
+	if !validConversationID(req.ConversationId) {
+		return nil, bizErr(base.ErrCode_INVALID_CONVERSATION, "invalid conversation id")
+	}
+	if req.ConversationId != WorldID {
+		// Membership implies the conversation exists; a missing one reads as 404.
+		if err := l.checkMember(ctx, req.UserId, req.ConversationId); err != nil {
+			if isCode(err, base.ErrCode_NOT_MEMBER) {
+				if _, _, verr := l.visibleConversation(ctx, req.UserId, req.ConversationId); isCode(verr, base.ErrCode_CONVERSATION_NOT_FOUND) {
+					return nil, verr
+				}
+			}
+			return nil, err
+		}
 	}
 	name, err := l.senderName(ctx, req.UserId)
 	if err != nil {
@@ -177,23 +213,7 @@ func (l *Logic) Send(ctx context.Context, req *logicapi.SendReq) (*logicapi.Send
 	// A duplicate was fanned out when it was first stored; pushing it again would
 	// deliver it twice.
 	if !resp.Duplicate {
-		l.fanout.enqueue(route(resp.Message, req.OriginConn))
+		l.fanout.enqueue(messageJob(resp.Message, req.OriginConn))
 	}
 	return &logicapi.SendResp{Message: resp.Message, Duplicate: resp.Duplicate}, nil
-}
-
-// route decides where a stored message goes. World is one record on the broadcast
-// topic that every gateway delivers to all of its sockets.
-func route(m *repoapi.Message, origin string) pushJob {
-	return pushJob{
-		topic: pushq.TopicBroadcast,
-		key:   []byte(m.ConversationId),
-		push: pushq.Push{
-			Message: pushq.Message{
-				ID: m.Id, ConversationID: m.ConversationId, Seq: m.Seq, SenderID: m.SenderId, SenderName: m.SenderName,
-				Type: m.Type, Content: m.Content, ClientMsgID: m.ClientMsgId, CreatedAtMs: m.CreatedAtMs,
-			},
-			OriginConn: origin,
-		},
-	}
 }

@@ -6,29 +6,48 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gochat/gochat/kitex_gen/repoapi"
 	"github.com/gochat/gochat/kitex_gen/taskapi"
 	"github.com/gochat/gochat/logic/pushq"
 )
 
-// pushJob is one record to publish.
+// pushJob is one fan-out decision to carry out: a stored message (world or a
+// conversation's members) or a presence change (the user's friends and 1:1 peers).
 type pushJob struct {
-	topic string
-	key   []byte
-	push  pushq.Push
+	key      []byte
+	msg      *repoapi.Message // message jobs
+	origin   string           // the sending socket, skipped by its gateway
+	presence *pushq.Presence  // presence jobs
 }
 
-// fanout publishes pushes off the send path: Send enqueues and returns (the ack does
-// not wait for the bus). A conversation always hashes to the same shard, and a shard
-// publishes in FIFO order, so pushes of one conversation leave logic in the order
-// their appends returned. A publish that keeps failing for PushRetry is handed to
-// task, which retries it for longer; pushes are best effort in any case, because a
-// recipient recovers anything it missed by seq.
+func messageJob(m *repoapi.Message, origin string) pushJob {
+	return pushJob{key: []byte(m.ConversationId), msg: m, origin: origin}
+}
+
+func presenceJob(userID int64, online bool) pushJob {
+	p := &pushq.Presence{UserID: userID, Online: online}
+	return pushJob{key: pushq.Push{Kind: pushq.KindPresence, Presence: p}.Key(), presence: p}
+}
+
+// fanout carries out pushes off the send path: Send enqueues and returns (the ack
+// does not wait for the bus). A key (conversation, or user for presence) always maps
+// to the same shard, and a shard works in FIFO order, so one conversation's pushes
+// leave logic in the order their appends returned.
+//
+// World messages are one record on the broadcast topic. Other messages resolve the
+// conversation's members and their routes (user → gateways) and publish one record
+// per gateway that holds a recipient, carrying the message once and that gateway's
+// recipients. A publish that keeps failing for PushRetry is handed to task, which
+// retries longer. Pushes are best effort: a recipient recovers by seq.
 type fanout struct {
+	repo     Repo
+	gateways GatewaySet // nil: every routed gateway counts as alive
 	bus      Publisher
 	task     Task
 	log      *slog.Logger
@@ -47,13 +66,13 @@ type fanout struct {
 	mu     sync.RWMutex
 	closed bool
 
-	published, deferred, dropped prometheus.Counter
-	publishSeconds               prometheus.Histogram
+	published, deferred, dropped, deadRoutes prometheus.Counter
+	publishSeconds                           prometheus.Histogram
 }
 
-func newFanout(cfg Config, bus Publisher, task Task, log *slog.Logger, reg prometheus.Registerer) (*fanout, error) {
+func newFanout(cfg Config, repo Repo, bus Publisher, task Task, gateways GatewaySet, log *slog.Logger, reg prometheus.Registerer) (*fanout, error) {
 	f := &fanout{
-		bus: bus, task: task, log: log, retry: cfg.PushRetry, deferFor: cfg.DeferDeadline,
+		repo: repo, gateways: gateways, bus: bus, task: task, log: log, retry: cfg.PushRetry, deferFor: cfg.DeferDeadline,
 		shards: make([]chan pushJob, cfg.PushShards),
 		published: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gochat_logic_pushes_published_total", Help: "Push records published to the bus.",
@@ -62,7 +81,10 @@ func newFanout(cfg Config, bus Publisher, task Task, log *slog.Logger, reg prome
 			Name: "gochat_logic_pushes_deferred_total", Help: "Push records handed to task after publishing kept failing.",
 		}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "gochat_logic_pushes_dropped_total", Help: "Push records given up on (recipients recover by seq).",
+			Name: "gochat_logic_pushes_dropped_total", Help: "Pushes given up on (recipients recover by seq).",
+		}),
+		deadRoutes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gochat_logic_dead_gateway_routes_total", Help: "Routes skipped because their gateway is no longer registered.",
 		}),
 		publishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "gochat_logic_publish_seconds", Help: "Time to publish one push record.",
@@ -73,7 +95,7 @@ func newFanout(cfg Config, bus Publisher, task Task, log *slog.Logger, reg prome
 		f.shards[i] = make(chan pushJob, cfg.PushQueue)
 	}
 	f.base, f.baseCancel = context.WithCancel(context.Background())
-	for _, c := range []prometheus.Collector{f.published, f.deferred, f.dropped, f.publishSeconds} {
+	for _, c := range []prometheus.Collector{f.published, f.deferred, f.dropped, f.deadRoutes, f.publishSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("logic: register metrics: %w", err)
 		}
@@ -87,19 +109,26 @@ func (f *fanout) enqueue(j pushJob) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.closed {
-		f.dropped.Inc()
-		f.log.Warn("push dropped: logic is shutting down", "conv", j.push.Message.ConversationID, "seq", j.push.Message.Seq)
+		f.drop(j, "logic is shutting down", nil)
 		return
 	}
 	select {
 	case f.shards[h.Sum32()%uint32(len(f.shards))] <- j:
 	default:
-		f.dropped.Inc()
-		f.log.Warn("push dropped: publish queue full", "conv", j.push.Message.ConversationID, "seq", j.push.Message.Seq)
+		f.drop(j, "publish queue full", nil)
 	}
 }
 
-// run publishes until close is called and the queues are drained.
+func (f *fanout) drop(j pushJob, why string, err error) {
+	f.dropped.Inc()
+	if j.msg != nil {
+		f.log.Warn("push dropped: "+why, "conv", j.msg.ConversationId, "seq", j.msg.Seq, "err", err)
+	} else {
+		f.log.Warn("presence push dropped: "+why, "user", j.presence.UserID, "err", err)
+	}
+}
+
+// run works until close is called and the queues are drained.
 func (f *fanout) run() {
 	var wg sync.WaitGroup
 	for _, ch := range f.shards {
@@ -107,7 +136,7 @@ func (f *fanout) run() {
 		go func() {
 			defer wg.Done()
 			for j := range ch {
-				f.publish(j)
+				f.do(j)
 			}
 		}()
 	}
@@ -126,49 +155,150 @@ func (f *fanout) close(drain time.Duration) {
 	time.AfterFunc(drain, f.baseCancel)
 }
 
-func (f *fanout) publish(j pushJob) {
-	value, err := j.push.Encode()
+// retrying runs op until it succeeds or f.retry has passed.
+func (f *fanout) retrying(op func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(f.base, f.retry)
+	defer cancel()
+	backoff := 10 * time.Millisecond
+	for {
+		err := op(ctx)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 200*time.Millisecond)
+	}
+}
+
+func (f *fanout) do(j pushJob) {
+	if j.msg != nil && j.msg.ConversationId == WorldID {
+		f.publish(pushq.TopicBroadcast, pushq.Push{Message: pushMessage(j.msg), OriginConn: j.origin})
+		return
+	}
+	var recipients []int64
+	err := f.retrying(func(ctx context.Context) error {
+		var err error
+		if j.msg != nil {
+			recipients, err = f.members(ctx, j.msg.ConversationId)
+		} else {
+			var resp *repoapi.ListPeersResp
+			if resp, err = f.repo.ListPeers(ctx, &repoapi.ListPeersReq{UserId: j.presence.UserID}); err == nil {
+				recipients = resp.UserIds
+			}
+		}
+		return err
+	})
+	if err != nil {
+		f.drop(j, "recipients unavailable", err)
+		return
+	}
+	byGateway := map[string][]int64{}
+	err = f.retrying(func(ctx context.Context) error {
+		clear(byGateway)
+		for chunk := range slices.Chunk(recipients, 1000) {
+			resp, err := f.repo.GetRoutes(ctx, &repoapi.GetRoutesReq{UserIds: chunk})
+			if err != nil {
+				return err
+			}
+			for uid, gws := range resp.Routes {
+				for _, gw := range gws {
+					if f.gateways != nil && !f.gateways.Alive(gw) {
+						f.deadRoutes.Inc()
+						continue
+					}
+					byGateway[gw] = append(byGateway[gw], uid)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		f.drop(j, "routes unavailable", err)
+		return
+	}
+	for gw, uids := range byGateway {
+		topic := pushq.GatewayTopic(gw)
+		if topic == "" {
+			f.log.Warn("route names an invalid gateway id", "gateway", gw)
+			continue
+		}
+		slices.Sort(uids)
+		p := pushq.Push{Recipients: uids}
+		if j.msg != nil {
+			p.Message, p.OriginConn = pushMessage(j.msg), j.origin
+		} else {
+			p.Kind, p.Presence = pushq.KindPresence, j.presence
+		}
+		f.publish(topic, p)
+	}
+}
+
+// members lists every member of a conversation (the sender included: their other
+// sockets get the message too).
+func (f *fanout) members(ctx context.Context, convID string) ([]int64, error) {
+	var out []int64
+	var after int64
+	for {
+		resp, err := f.repo.ListMembers(ctx, &repoapi.ListMembersReq{ConversationId: convID, AfterUserId: after, Limit: 1000})
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range resp.Members {
+			out = append(out, m.UserId)
+		}
+		if len(resp.Members) < 1000 {
+			return out, nil
+		}
+		after = resp.Members[len(resp.Members)-1].UserId
+	}
+}
+
+func pushMessage(m *repoapi.Message) pushq.Message {
+	return pushq.Message{
+		ID: m.Id, ConversationID: m.ConversationId, Seq: m.Seq, SenderID: m.SenderId, SenderName: m.SenderName,
+		Type: m.Type, Content: m.Content, ClientMsgID: m.ClientMsgId, CreatedAtMs: m.CreatedAtMs,
+	}
+}
+
+func (f *fanout) publish(topic string, p pushq.Push) {
+	value, err := p.Encode()
 	if err != nil {
 		f.dropped.Inc()
 		f.log.Error("push dropped: encode", "err", err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(f.base, f.retry)
-	defer cancel()
-	backoff := 10 * time.Millisecond
-	for {
+	key := p.Key()
+	err = f.retrying(func(ctx context.Context) error {
 		start := time.Now()
-		err = f.bus.Publish(ctx, j.topic, j.key, value)
+		err := f.bus.Publish(ctx, topic, key, value)
 		if err == nil {
 			f.publishSeconds.Observe(sinceSeconds(start))
-			f.published.Inc()
-			return
 		}
-		if ctx.Err() != nil {
-			break
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 200*time.Millisecond)
+		return err
+	})
+	if err == nil {
+		f.published.Inc()
+		return
 	}
-	f.handOver(j, value, err)
+	f.handOver(topic, key, value, err)
 }
 
-// handOver gives a push logic could not publish to task.
-func (f *fanout) handOver(j pushJob, value []byte, cause error) {
+// handOver gives a record logic could not publish to task.
+func (f *fanout) handOver(topic string, key, value []byte, cause error) {
 	ctx, cancel := context.WithTimeout(f.base, 2*time.Second)
 	defer cancel()
 	_, err := f.task.DeferPush(ctx, &taskapi.DeferPushReq{
-		Topic: j.topic, Key: j.key, Value: value, DeadlineMs: time.Now().Add(f.deferFor).UnixMilli(),
+		Topic: topic, Key: key, Value: value, DeadlineMs: time.Now().Add(f.deferFor).UnixMilli(),
 	})
 	if err != nil {
 		f.dropped.Inc()
-		f.log.Error("push dropped: publish and hand-over to task failed",
-			"conv", j.push.Message.ConversationID, "seq", j.push.Message.Seq, "err", errors.Join(cause, err))
+		f.log.Error("push dropped: publish and hand-over to task failed", "topic", topic, "err", errors.Join(cause, err))
 		return
 	}
 	f.deferred.Inc()
-	f.log.Warn("push handed to task after publish failures", "conv", j.push.Message.ConversationID, "seq", j.push.Message.Seq, "err", cause)
+	f.log.Warn("push handed to task after publish failures", "topic", topic, "err", cause)
 }

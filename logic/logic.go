@@ -43,6 +43,19 @@ type Repo interface {
 	RevokeToken(ctx context.Context, req *repoapi.RevokeTokenReq, opts ...callopt.Option) (*repoapi.RevokeTokenResp, error)
 	IsRevoked(ctx context.Context, req *repoapi.IsRevokedReq, opts ...callopt.Option) (*repoapi.IsRevokedResp, error)
 	Ping(ctx context.Context, req *repoapi.PingReq, opts ...callopt.Option) (*repoapi.PingResp, error)
+	AddFriend(ctx context.Context, req *repoapi.AddFriendReq, opts ...callopt.Option) (*repoapi.AddFriendResp, error)
+	ListFriends(ctx context.Context, req *repoapi.ListFriendsReq, opts ...callopt.Option) (*repoapi.ListFriendsResp, error)
+	EnsureSingle(ctx context.Context, req *repoapi.EnsureSingleReq, opts ...callopt.Option) (*repoapi.EnsureSingleResp, error)
+	CreateGroup(ctx context.Context, req *repoapi.CreateGroupReq, opts ...callopt.Option) (*repoapi.CreateGroupResp, error)
+	GetMember(ctx context.Context, req *repoapi.GetMemberReq, opts ...callopt.Option) (*repoapi.GetMemberResp, error)
+	ListMembers(ctx context.Context, req *repoapi.ListMembersReq, opts ...callopt.Option) (*repoapi.ListMembersResp, error)
+	AddMembers(ctx context.Context, req *repoapi.AddMembersReq, opts ...callopt.Option) (*repoapi.AddMembersResp, error)
+	RemoveMember(ctx context.Context, req *repoapi.RemoveMemberReq, opts ...callopt.Option) (*repoapi.RemoveMemberResp, error)
+	ListPeers(ctx context.Context, req *repoapi.ListPeersReq, opts ...callopt.Option) (*repoapi.ListPeersResp, error)
+	Connect(ctx context.Context, req *repoapi.ConnectReq, opts ...callopt.Option) (*repoapi.ConnectResp, error)
+	Disconnect(ctx context.Context, req *repoapi.DisconnectReq, opts ...callopt.Option) (*repoapi.DisconnectResp, error)
+	RefreshRoutes(ctx context.Context, req *repoapi.RefreshRoutesReq, opts ...callopt.Option) (*repoapi.RefreshRoutesResp, error)
+	GetRoutes(ctx context.Context, req *repoapi.GetRoutesReq, opts ...callopt.Option) (*repoapi.GetRoutesResp, error)
 }
 
 // Task is where pushes go that logic could not publish; the generated taskservice.Client satisfies it.
@@ -63,16 +76,25 @@ type Deps struct {
 	Task    Task
 	Bus     Publisher
 	Tokens  *authtoken.Signer
+	// Gateways says which gateways are alive; routes naming a dead one are skipped.
+	// Nil means every gateway in a route is taken as alive.
+	Gateways GatewaySet
+}
+
+// GatewaySet reports live gateways (registered in etcd with a short lease).
+type GatewaySet interface {
+	Alive(id string) bool
 }
 
 // Logic implements the LogicService Kitex API.
 type Logic struct {
-	cfg    Config
-	log    *slog.Logger
-	repo   Repo
-	tokens *authtoken.Signer
-	fanout *fanout
-	users  *nameCache
+	cfg      Config
+	log      *slog.Logger
+	repo     Repo
+	tokens   *authtoken.Signer
+	gateways GatewaySet
+	fanout   *fanout
+	names    *nameCache
 
 	// dummyHash is compared against when a login names an unknown user, so that
 	// "no such user" and "wrong password" take the same time.
@@ -101,7 +123,8 @@ func New(cfg Config, d Deps) (*Logic, error) {
 		log:       log,
 		repo:      d.Repo,
 		tokens:    d.Tokens,
-		users:     newNameCache(cfg.UserCacheSize),
+		gateways:  d.Gateways,
+		names:     newNameCache(cfg.UserCacheSize),
 		dummyHash: dummy,
 		sendSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "gochat_logic_send_seconds",
@@ -109,7 +132,7 @@ func New(cfg Config, d Deps) (*Logic, error) {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 	}
-	l.fanout, err = newFanout(cfg, d.Bus, d.Task, log, d.Metrics)
+	l.fanout, err = newFanout(cfg, d.Repo, d.Bus, d.Task, d.Gateways, log, d.Metrics)
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +203,7 @@ func (l *Logic) Register(ctx context.Context, req *logicapi.RegisterReq) (*logic
 	if err != nil {
 		return nil, l.passthrough("create user", err)
 	}
-	l.users.put(resp.User.Id, resp.User.Username)
+	l.names.put(resp.User.Id, resp.User.Username)
 	return &logicapi.RegisterResp{User: resp.User}, nil
 }
 
@@ -214,7 +237,7 @@ func (l *Logic) issue(u *repoapi.User) (*logicapi.LoginResp, error) {
 	if err != nil {
 		return nil, err
 	}
-	l.users.put(u.Id, u.Username)
+	l.names.put(u.Id, u.Username)
 	return &logicapi.LoginResp{Token: tok, User: u}, nil
 }
 
@@ -330,14 +353,14 @@ func (c *nameCache) put(id int64, name string) {
 
 // senderName returns the username of id, from the cache or repo.
 func (l *Logic) senderName(ctx context.Context, id int64) (string, error) {
-	if s, ok := l.users.get(id); ok {
+	if s, ok := l.names.get(id); ok {
 		return s, nil
 	}
 	resp, err := l.GetUser(ctx, &logicapi.GetUserReq{UserId: id})
 	if err != nil {
 		return "", err
 	}
-	l.users.put(id, resp.User.Username)
+	l.names.put(id, resp.User.Username)
 	return resp.User.Username, nil
 }
 

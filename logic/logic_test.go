@@ -67,6 +67,46 @@ func (d direct) Ping(ctx context.Context, r *repoapi.PingReq, _ ...callopt.Optio
 	return d.h.Ping(ctx, r)
 }
 
+func (d direct) AddFriend(ctx context.Context, r *repoapi.AddFriendReq, _ ...callopt.Option) (*repoapi.AddFriendResp, error) {
+	return d.h.AddFriend(ctx, r)
+}
+func (d direct) ListFriends(ctx context.Context, r *repoapi.ListFriendsReq, _ ...callopt.Option) (*repoapi.ListFriendsResp, error) {
+	return d.h.ListFriends(ctx, r)
+}
+func (d direct) EnsureSingle(ctx context.Context, r *repoapi.EnsureSingleReq, _ ...callopt.Option) (*repoapi.EnsureSingleResp, error) {
+	return d.h.EnsureSingle(ctx, r)
+}
+func (d direct) CreateGroup(ctx context.Context, r *repoapi.CreateGroupReq, _ ...callopt.Option) (*repoapi.CreateGroupResp, error) {
+	return d.h.CreateGroup(ctx, r)
+}
+func (d direct) GetMember(ctx context.Context, r *repoapi.GetMemberReq, _ ...callopt.Option) (*repoapi.GetMemberResp, error) {
+	return d.h.GetMember(ctx, r)
+}
+func (d direct) ListMembers(ctx context.Context, r *repoapi.ListMembersReq, _ ...callopt.Option) (*repoapi.ListMembersResp, error) {
+	return d.h.ListMembers(ctx, r)
+}
+func (d direct) AddMembers(ctx context.Context, r *repoapi.AddMembersReq, _ ...callopt.Option) (*repoapi.AddMembersResp, error) {
+	return d.h.AddMembers(ctx, r)
+}
+func (d direct) RemoveMember(ctx context.Context, r *repoapi.RemoveMemberReq, _ ...callopt.Option) (*repoapi.RemoveMemberResp, error) {
+	return d.h.RemoveMember(ctx, r)
+}
+func (d direct) ListPeers(ctx context.Context, r *repoapi.ListPeersReq, _ ...callopt.Option) (*repoapi.ListPeersResp, error) {
+	return d.h.ListPeers(ctx, r)
+}
+func (d direct) Connect(ctx context.Context, r *repoapi.ConnectReq, _ ...callopt.Option) (*repoapi.ConnectResp, error) {
+	return d.h.Connect(ctx, r)
+}
+func (d direct) Disconnect(ctx context.Context, r *repoapi.DisconnectReq, _ ...callopt.Option) (*repoapi.DisconnectResp, error) {
+	return d.h.Disconnect(ctx, r)
+}
+func (d direct) RefreshRoutes(ctx context.Context, r *repoapi.RefreshRoutesReq, _ ...callopt.Option) (*repoapi.RefreshRoutesResp, error) {
+	return d.h.RefreshRoutes(ctx, r)
+}
+func (d direct) GetRoutes(ctx context.Context, r *repoapi.GetRoutesReq, _ ...callopt.Option) (*repoapi.GetRoutesResp, error) {
+	return d.h.GetRoutes(ctx, r)
+}
+
 // fakeTask records hand-overs.
 type fakeTask struct {
 	mu   sync.Mutex

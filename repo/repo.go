@@ -14,6 +14,7 @@ import (
 
 	"github.com/gochat/gochat/kitex_gen/base"
 	"github.com/gochat/gochat/kitex_gen/repoapi"
+	"github.com/gochat/gochat/repo/kv"
 	"github.com/gochat/gochat/repo/store"
 )
 
@@ -31,12 +32,27 @@ type Store interface {
 	ReadSeq(ctx context.Context, convID string, userID int64) (int64, error)
 	UserConversations(ctx context.Context, userID int64) ([]store.UserConversation, error)
 	SetReadSeq(ctx context.Context, convID string, userID, seq int64) (int64, error)
+
+	AddFriend(ctx context.Context, userID, friendID int64, singleConvID string) (store.Conversation, error)
+	Friends(ctx context.Context, userID int64) ([]store.User, error)
+	EnsureSingle(ctx context.Context, convID string, a, b int64) (conv store.Conversation, created bool, err error)
+	CreateGroup(ctx context.Context, name string, ownerID int64, memberIDs []int64) (store.Conversation, error)
+	Member(ctx context.Context, convID string, userID int64) (store.Member, bool, error)
+	Members(ctx context.Context, convID string, afterUserID int64, limit int) ([]store.Member, error)
+	AddMembers(ctx context.Context, convID string, userIDs []int64) (added []int64, conv store.Conversation, err error)
+	RemoveMember(ctx context.Context, convID string, userID int64) (removed bool, conv store.Conversation, err error)
+	Peers(ctx context.Context, userID int64) ([]int64, error)
 }
 
 // KV is the volatile state; *kv.Memory and *kv.Redis satisfy it.
 type KV interface {
 	Revoke(ctx context.Context, tokenID string, until time.Time) error
 	IsRevoked(ctx context.Context, tokenID string) (bool, error)
+
+	Connect(ctx context.Context, userID int64, gatewayID string) (first bool, err error)
+	Disconnect(ctx context.Context, userID int64, gatewayID string) (last bool, err error)
+	Refresh(ctx context.Context, gatewayID string, userIDs []int64) error
+	Routes(ctx context.Context, userIDs []int64) (map[int64][]string, error)
 }
 
 // Handler implements the RepoService Kitex API.
@@ -61,8 +77,10 @@ func (h *Handler) toWire(op string, err error) error {
 		return nil
 	case errors.Is(err, store.ErrNotFound):
 		return kerrors.NewBizStatusError(int32(base.ErrCode_NOT_FOUND), "not found")
-	case errors.Is(err, store.ErrInvalid):
+	case errors.Is(err, store.ErrInvalid), errors.Is(err, kv.ErrInvalid):
 		return kerrors.NewBizStatusError(int32(base.ErrCode_BAD_REQUEST), "invalid argument")
+	case errors.Is(err, store.ErrAlreadyFriends):
+		return kerrors.NewBizStatusError(int32(base.ErrCode_CONFLICT), "already friends")
 	case errors.Is(err, store.ErrUsernameTaken):
 		return kerrors.NewBizStatusError(int32(base.ErrCode_USERNAME_TAKEN), "username already taken")
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
@@ -173,7 +191,8 @@ func (h *Handler) GetConversation(ctx context.Context, req *repoapi.GetConversat
 	return resp, nil
 }
 
-// ListUserConversations returns every conversation the user belongs to (world included).
+// ListUserConversations returns every conversation the user belongs to (world
+// included); single conversations carry the other member in peer_id.
 func (h *Handler) ListUserConversations(ctx context.Context, req *repoapi.ListUserConversationsReq) (*repoapi.ListUserConversationsResp, error) {
 	ucs, err := h.store.UserConversations(ctx, req.UserId)
 	if err != nil {
@@ -181,7 +200,7 @@ func (h *Handler) ListUserConversations(ctx context.Context, req *repoapi.ListUs
 	}
 	out := make([]*repoapi.UserConversation, len(ucs))
 	for i, uc := range ucs {
-		out[i] = &repoapi.UserConversation{Conversation: conversationToWire(uc.Conversation), ReadSeq: uc.ReadSeq}
+		out[i] = &repoapi.UserConversation{Conversation: conversationToWire(uc.Conversation), ReadSeq: uc.ReadSeq, PeerId: uc.PeerID}
 	}
 	return &repoapi.ListUserConversationsResp{Conversations: out}, nil
 }

@@ -258,9 +258,10 @@ type frame struct {
 }
 
 type wsClient struct {
-	c      *websocket.Conn
-	frames chan frame
-	closed chan error // the read error (a *websocket.CloseError on a close frame)
+	c        *websocket.Conn
+	frames   chan frame
+	closed   chan error // the read error (a *websocket.CloseError on a close frame)
+	presence []frame    // friend-online frames set aside by expect
 }
 
 func dial(t *testing.T, gw, token string) *wsClient {
@@ -319,14 +320,49 @@ func (w *wsClient) next(t *testing.T) frame {
 	return frame{}
 }
 
-// expect returns the next frame, which must be of type typ.
+// expect returns the next frame, which must be of type typ. Presence frames
+// (friend-online) arrive whenever peers come and go; they are set aside for
+// expectPresence unless typ asks for one.
 func (w *wsClient) expect(t *testing.T, typ string) frame {
 	t.Helper()
-	f := w.next(t)
-	if f.Type != typ {
-		t.Fatalf("got frame %s %s, want %s", f.Type, f.Data, typ)
+	for {
+		f := w.next(t)
+		if f.Type == "friend-online" && typ != "friend-online" {
+			w.presence = append(w.presence, f)
+			continue
+		}
+		if f.Type != typ {
+			t.Fatalf("got frame %s %s, want %s", f.Type, f.Data, typ)
+		}
+		return f
 	}
-	return f
+}
+
+// expectPresence waits for friend-online {userId, online}, skipping other frames.
+func (w *wsClient) expectPresence(t *testing.T, userID string, online bool) {
+	t.Helper()
+	match := func(f frame) bool {
+		var d struct {
+			UserID string `json:"userId"`
+			Online bool   `json:"online"`
+		}
+		_ = json.Unmarshal(f.Data, &d)
+		return d.UserID == userID && d.Online == online
+	}
+	for i, f := range w.presence {
+		if match(f) {
+			w.presence = append(w.presence[:i], w.presence[i+1:]...)
+			return
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		f := w.next(t)
+		if f.Type == "friend-online" && match(f) {
+			return
+		}
+	}
+	t.Fatalf("no friend-online {%s %v} within 10s", userID, online)
 }
 
 func (w *wsClient) expectClose(t *testing.T, code int) {
@@ -347,6 +383,19 @@ func (w *wsClient) expectClose(t *testing.T, code int) {
 			t.Fatalf("socket not closed within 10s, want close code %d", code)
 		}
 	}
+}
+
+func (w *wsClient) sendTo(t *testing.T, conv, content, tempID string) ack {
+	t.Helper()
+	w.send(t, "send-message", map[string]any{"conversationId": conv, "content": content, "messageType": "text", "tempMessageId": tempID})
+	var a ack
+	if err := json.Unmarshal(w.expect(t, "message-ack").Data, &a); err != nil {
+		t.Fatal(err)
+	}
+	if a.TempMessageID != tempID || a.ConversationID != conv || a.SeqID < 1 {
+		t.Fatalf("ack = %+v", a)
+	}
+	return a
 }
 
 type ack struct {
@@ -397,6 +446,10 @@ func TestScenarios(t *testing.T) {
 			c := topo.start(t)
 			t.Run("world chat", func(t *testing.T) { worldChat(t, c) })
 			t.Run("bad input", func(t *testing.T) { badInput(t, c) })
+			t.Run("friends and 1:1", func(t *testing.T) { friendsAndSingles(t, c) })
+			t.Run("groups", func(t *testing.T) { groups(t, c) })
+			t.Run("presence", func(t *testing.T) { presence(t, c) })
+			t.Run("guests", func(t *testing.T) { guests(t, c) })
 		})
 	}
 }

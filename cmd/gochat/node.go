@@ -63,6 +63,21 @@ type node struct {
 	signer   *authtoken.Signer
 
 	gw *gateway.Gateway // set when this node runs the gateway (tests read its address)
+
+	etcdOnce sync.Once
+	etcdCli  *clientv3.Client
+	etcdErr  error
+}
+
+// etcdClient is the node's shared etcd client, opened on first use.
+func (n *node) etcdClient() (*clientv3.Client, error) {
+	n.etcdOnce.Do(func() {
+		n.etcdCli, n.etcdErr = clientv3.New(clientv3.Config{Endpoints: n.etcd, DialTimeout: 5 * time.Second})
+		if n.etcdErr == nil {
+			n.addCloser(n.etcdCli.Close)
+		}
+	})
+	return n.etcdCli, n.etcdErr
 }
 
 func newNode(cfg Config, log *slog.Logger, levels *slog.LevelVar) (*node, error) {
@@ -263,13 +278,23 @@ func (n *node) build(ctx context.Context, target string) (component, error) {
 		if err != nil {
 			return nil, err
 		}
+		cli, err := n.etcdClient()
+		if err != nil {
+			return nil, fmt.Errorf("etcd client: %w", err)
+		}
+		gateways := &gatewaySet{}
 		l, err := logic.New(n.cfg.Logic, logic.Deps{
-			Log: log, Metrics: n.reg, Repo: repoCli, Task: taskCli, Bus: n.bus, Tokens: n.signer,
+			Log: log, Metrics: n.reg, Repo: repoCli, Task: taskCli, Bus: n.bus, Tokens: n.signer, Gateways: gateways,
 		})
 		if err != nil {
 			return nil, err
 		}
 		return componentFunc(func(ctx context.Context) error {
+			watchCtx, stopWatch := context.WithCancel(ctx)
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() { defer wg.Done(); _ = gateways.watch(watchCtx, cli, log) }()
+			defer func() { stopWatch(); wg.Wait() }()
 			return l.Run(ctx, func(ctx context.Context) error {
 				return n.serveKitex(ctx, logic.ServiceName, n.cfg.Logic.RPCAddr, func(o ...server.Option) server.Server {
 					return logicservice.NewServer(l, o...)
@@ -300,7 +325,29 @@ func (n *node) build(ctx context.Context, target string) (component, error) {
 			return nil, err
 		}
 		n.gw = g
-		return g, nil
+		cli, err := n.etcdClient()
+		if err != nil {
+			return nil, fmt.Errorf("etcd client: %w", err)
+		}
+		return componentFunc(func(ctx context.Context) error {
+			// Registered once serving, so logic never routes to a gateway that cannot
+			// take pushes yet; revoked when Run returns.
+			regCtx, stopReg := context.WithCancel(ctx)
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				select {
+				case <-g.Ready():
+					_ = registerGateway(regCtx, cli, g.ID(), n.cfg.Etcd.LeaseTTL, log)
+				case <-regCtx.Done():
+				}
+			}()
+			err := g.Run(ctx)
+			stopReg()
+			wg.Wait()
+			return err
+		}), nil
 	}
 	return nil, fmt.Errorf("unknown target %q", target)
 }
@@ -311,11 +358,10 @@ func (n *node) buildRepo(ctx context.Context) (component, error) {
 		if isAll(n.targets) {
 			nodeID = 1
 		} else {
-			cli, err := clientv3.New(clientv3.Config{Endpoints: n.etcd, DialTimeout: 5 * time.Second})
+			cli, err := n.etcdClient()
 			if err != nil {
 				return nil, fmt.Errorf("etcd client: %w", err)
 			}
-			n.addCloser(cli.Close)
 			id, stop, err := leaseNodeID(ctx, cli, n.cfg.Etcd.LeaseTTL)
 			if err != nil {
 				return nil, err

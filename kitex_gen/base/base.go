@@ -30,6 +30,7 @@ const (
 	ErrCode_CONVERSATION_NOT_FOUND ErrCode = 32
 	ErrCode_CONFLICT               ErrCode = 40
 	ErrCode_USERNAME_TAKEN         ErrCode = 41
+	ErrCode_ALREADY_FRIENDS        ErrCode = 42
 	ErrCode_RATE_LIMITED           ErrCode = 50
 	ErrCode_UNAVAILABLE            ErrCode = 98
 	ErrCode_INTERNAL               ErrCode = 99
@@ -75,6 +76,8 @@ func (p ErrCode) String() string {
 		return "CONFLICT"
 	case ErrCode_USERNAME_TAKEN:
 		return "USERNAME_TAKEN"
+	case ErrCode_ALREADY_FRIENDS:
+		return "ALREADY_FRIENDS"
 	case ErrCode_RATE_LIMITED:
 		return "RATE_LIMITED"
 	case ErrCode_UNAVAILABLE:
@@ -125,6 +128,8 @@ func ErrCodeFromString(s string) (ErrCode, error) {
 		return ErrCode_CONFLICT, nil
 	case "USERNAME_TAKEN":
 		return ErrCode_USERNAME_TAKEN, nil
+	case "ALREADY_FRIENDS":
+		return ErrCode_ALREADY_FRIENDS, nil
 	case "RATE_LIMITED":
 		return ErrCode_RATE_LIMITED, nil
 	case "UNAVAILABLE":

@@ -449,6 +449,7 @@ type ConversationView struct {
 	Conversation *repoapi.Conversation `thrift:"conversation,1" frugal:"1,default,repoapi.Conversation" json:"conversation"`
 	UnreadCount  int64                 `thrift:"unread_count,2" frugal:"2,default,i64" json:"unread_count"`
 	OnlineCount  int32                 `thrift:"online_count,3" frugal:"3,default,i32" json:"online_count"`
+	Peer         *repoapi.User         `thrift:"peer,4" frugal:"4,default,repoapi.User" json:"peer"`
 }
 
 func NewConversationView() *ConversationView {
@@ -474,6 +475,15 @@ func (p *ConversationView) GetUnreadCount() (v int64) {
 func (p *ConversationView) GetOnlineCount() (v int32) {
 	return p.OnlineCount
 }
+
+var ConversationView_Peer_DEFAULT *repoapi.User
+
+func (p *ConversationView) GetPeer() (v *repoapi.User) {
+	if !p.IsSetPeer() {
+		return ConversationView_Peer_DEFAULT
+	}
+	return p.Peer
+}
 func (p *ConversationView) SetConversation(val *repoapi.Conversation) {
 	p.Conversation = val
 }
@@ -483,9 +493,16 @@ func (p *ConversationView) SetUnreadCount(val int64) {
 func (p *ConversationView) SetOnlineCount(val int32) {
 	p.OnlineCount = val
 }
+func (p *ConversationView) SetPeer(val *repoapi.User) {
+	p.Peer = val
+}
 
 func (p *ConversationView) IsSetConversation() bool {
 	return p.Conversation != nil
+}
+
+func (p *ConversationView) IsSetPeer() bool {
+	return p.Peer != nil
 }
 
 func (p *ConversationView) String() string {
@@ -499,6 +516,7 @@ var fieldIDToName_ConversationView = map[int16]string{
 	1: "conversation",
 	2: "unread_count",
 	3: "online_count",
+	4: "peer",
 }
 
 type ListConversationsReq struct {
@@ -877,6 +895,811 @@ var fieldIDToName_SendResp = map[int16]string{
 	2: "duplicate",
 }
 
+type GetUserByNameReq struct {
+	Username string `thrift:"username,1" frugal:"1,default,string" json:"username"`
+}
+
+func NewGetUserByNameReq() *GetUserByNameReq {
+	return &GetUserByNameReq{}
+}
+
+func (p *GetUserByNameReq) InitDefault() {
+}
+
+func (p *GetUserByNameReq) GetUsername() (v string) {
+	return p.Username
+}
+func (p *GetUserByNameReq) SetUsername(val string) {
+	p.Username = val
+}
+
+func (p *GetUserByNameReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("GetUserByNameReq(%+v)", *p)
+}
+
+var fieldIDToName_GetUserByNameReq = map[int16]string{
+	1: "username",
+}
+
+type OnlineStatusReq struct {
+	UserId int64 `thrift:"user_id,1" frugal:"1,default,i64" json:"user_id"`
+}
+
+func NewOnlineStatusReq() *OnlineStatusReq {
+	return &OnlineStatusReq{}
+}
+
+func (p *OnlineStatusReq) InitDefault() {
+}
+
+func (p *OnlineStatusReq) GetUserId() (v int64) {
+	return p.UserId
+}
+func (p *OnlineStatusReq) SetUserId(val int64) {
+	p.UserId = val
+}
+
+func (p *OnlineStatusReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("OnlineStatusReq(%+v)", *p)
+}
+
+var fieldIDToName_OnlineStatusReq = map[int16]string{
+	1: "user_id",
+}
+
+type OnlineStatusResp struct {
+	Online map[int64]bool `thrift:"online,1" frugal:"1,default,map<i64:bool>" json:"online"`
+}
+
+func NewOnlineStatusResp() *OnlineStatusResp {
+	return &OnlineStatusResp{}
+}
+
+func (p *OnlineStatusResp) InitDefault() {
+}
+
+func (p *OnlineStatusResp) GetOnline() (v map[int64]bool) {
+	return p.Online
+}
+func (p *OnlineStatusResp) SetOnline(val map[int64]bool) {
+	p.Online = val
+}
+
+func (p *OnlineStatusResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("OnlineStatusResp(%+v)", *p)
+}
+
+var fieldIDToName_OnlineStatusResp = map[int16]string{
+	1: "online",
+}
+
+type Friend struct {
+	User   *repoapi.User `thrift:"user,1" frugal:"1,default,repoapi.User" json:"user"`
+	Online bool          `thrift:"online,2" frugal:"2,default,bool" json:"online"`
+}
+
+func NewFriend() *Friend {
+	return &Friend{}
+}
+
+func (p *Friend) InitDefault() {
+}
+
+var Friend_User_DEFAULT *repoapi.User
+
+func (p *Friend) GetUser() (v *repoapi.User) {
+	if !p.IsSetUser() {
+		return Friend_User_DEFAULT
+	}
+	return p.User
+}
+
+func (p *Friend) GetOnline() (v bool) {
+	return p.Online
+}
+func (p *Friend) SetUser(val *repoapi.User) {
+	p.User = val
+}
+func (p *Friend) SetOnline(val bool) {
+	p.Online = val
+}
+
+func (p *Friend) IsSetUser() bool {
+	return p.User != nil
+}
+
+func (p *Friend) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("Friend(%+v)", *p)
+}
+
+var fieldIDToName_Friend = map[int16]string{
+	1: "user",
+	2: "online",
+}
+
+type ListFriendsReq struct {
+	UserId int64 `thrift:"user_id,1" frugal:"1,default,i64" json:"user_id"`
+}
+
+func NewListFriendsReq() *ListFriendsReq {
+	return &ListFriendsReq{}
+}
+
+func (p *ListFriendsReq) InitDefault() {
+}
+
+func (p *ListFriendsReq) GetUserId() (v int64) {
+	return p.UserId
+}
+func (p *ListFriendsReq) SetUserId(val int64) {
+	p.UserId = val
+}
+
+func (p *ListFriendsReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("ListFriendsReq(%+v)", *p)
+}
+
+var fieldIDToName_ListFriendsReq = map[int16]string{
+	1: "user_id",
+}
+
+type ListFriendsResp struct {
+	Friends []*Friend `thrift:"friends,1" frugal:"1,default,list<Friend>" json:"friends"`
+}
+
+func NewListFriendsResp() *ListFriendsResp {
+	return &ListFriendsResp{}
+}
+
+func (p *ListFriendsResp) InitDefault() {
+}
+
+func (p *ListFriendsResp) GetFriends() (v []*Friend) {
+	return p.Friends
+}
+func (p *ListFriendsResp) SetFriends(val []*Friend) {
+	p.Friends = val
+}
+
+func (p *ListFriendsResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("ListFriendsResp(%+v)", *p)
+}
+
+var fieldIDToName_ListFriendsResp = map[int16]string{
+	1: "friends",
+}
+
+type AddFriendReq struct {
+	UserId   int64 `thrift:"user_id,1" frugal:"1,default,i64" json:"user_id"`
+	IsGuest  bool  `thrift:"is_guest,2" frugal:"2,default,bool" json:"is_guest"`
+	FriendId int64 `thrift:"friend_id,3" frugal:"3,default,i64" json:"friend_id"`
+}
+
+func NewAddFriendReq() *AddFriendReq {
+	return &AddFriendReq{}
+}
+
+func (p *AddFriendReq) InitDefault() {
+}
+
+func (p *AddFriendReq) GetUserId() (v int64) {
+	return p.UserId
+}
+
+func (p *AddFriendReq) GetIsGuest() (v bool) {
+	return p.IsGuest
+}
+
+func (p *AddFriendReq) GetFriendId() (v int64) {
+	return p.FriendId
+}
+func (p *AddFriendReq) SetUserId(val int64) {
+	p.UserId = val
+}
+func (p *AddFriendReq) SetIsGuest(val bool) {
+	p.IsGuest = val
+}
+func (p *AddFriendReq) SetFriendId(val int64) {
+	p.FriendId = val
+}
+
+func (p *AddFriendReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("AddFriendReq(%+v)", *p)
+}
+
+var fieldIDToName_AddFriendReq = map[int16]string{
+	1: "user_id",
+	2: "is_guest",
+	3: "friend_id",
+}
+
+type OpenConversationReq struct {
+	UserId       int64 `thrift:"user_id,1" frugal:"1,default,i64" json:"user_id"`
+	IsGuest      bool  `thrift:"is_guest,2" frugal:"2,default,bool" json:"is_guest"`
+	TargetUserId int64 `thrift:"target_user_id,3" frugal:"3,default,i64" json:"target_user_id"`
+}
+
+func NewOpenConversationReq() *OpenConversationReq {
+	return &OpenConversationReq{}
+}
+
+func (p *OpenConversationReq) InitDefault() {
+}
+
+func (p *OpenConversationReq) GetUserId() (v int64) {
+	return p.UserId
+}
+
+func (p *OpenConversationReq) GetIsGuest() (v bool) {
+	return p.IsGuest
+}
+
+func (p *OpenConversationReq) GetTargetUserId() (v int64) {
+	return p.TargetUserId
+}
+func (p *OpenConversationReq) SetUserId(val int64) {
+	p.UserId = val
+}
+func (p *OpenConversationReq) SetIsGuest(val bool) {
+	p.IsGuest = val
+}
+func (p *OpenConversationReq) SetTargetUserId(val int64) {
+	p.TargetUserId = val
+}
+
+func (p *OpenConversationReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("OpenConversationReq(%+v)", *p)
+}
+
+var fieldIDToName_OpenConversationReq = map[int16]string{
+	1: "user_id",
+	2: "is_guest",
+	3: "target_user_id",
+}
+
+type OpenConversationResp struct {
+	Conversation *ConversationView `thrift:"conversation,1" frugal:"1,default,ConversationView" json:"conversation"`
+	Created      bool              `thrift:"created,2" frugal:"2,default,bool" json:"created"`
+}
+
+func NewOpenConversationResp() *OpenConversationResp {
+	return &OpenConversationResp{}
+}
+
+func (p *OpenConversationResp) InitDefault() {
+}
+
+var OpenConversationResp_Conversation_DEFAULT *ConversationView
+
+func (p *OpenConversationResp) GetConversation() (v *ConversationView) {
+	if !p.IsSetConversation() {
+		return OpenConversationResp_Conversation_DEFAULT
+	}
+	return p.Conversation
+}
+
+func (p *OpenConversationResp) GetCreated() (v bool) {
+	return p.Created
+}
+func (p *OpenConversationResp) SetConversation(val *ConversationView) {
+	p.Conversation = val
+}
+func (p *OpenConversationResp) SetCreated(val bool) {
+	p.Created = val
+}
+
+func (p *OpenConversationResp) IsSetConversation() bool {
+	return p.Conversation != nil
+}
+
+func (p *OpenConversationResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("OpenConversationResp(%+v)", *p)
+}
+
+var fieldIDToName_OpenConversationResp = map[int16]string{
+	1: "conversation",
+	2: "created",
+}
+
+type GroupMember struct {
+	User *repoapi.User `thrift:"user,1" frugal:"1,default,repoapi.User" json:"user"`
+	Role string        `thrift:"role,2" frugal:"2,default,string" json:"role"`
+}
+
+func NewGroupMember() *GroupMember {
+	return &GroupMember{}
+}
+
+func (p *GroupMember) InitDefault() {
+}
+
+var GroupMember_User_DEFAULT *repoapi.User
+
+func (p *GroupMember) GetUser() (v *repoapi.User) {
+	if !p.IsSetUser() {
+		return GroupMember_User_DEFAULT
+	}
+	return p.User
+}
+
+func (p *GroupMember) GetRole() (v string) {
+	return p.Role
+}
+func (p *GroupMember) SetUser(val *repoapi.User) {
+	p.User = val
+}
+func (p *GroupMember) SetRole(val string) {
+	p.Role = val
+}
+
+func (p *GroupMember) IsSetUser() bool {
+	return p.User != nil
+}
+
+func (p *GroupMember) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("GroupMember(%+v)", *p)
+}
+
+var fieldIDToName_GroupMember = map[int16]string{
+	1: "user",
+	2: "role",
+}
+
+type GroupInfo struct {
+	Conversation *repoapi.Conversation `thrift:"conversation,1" frugal:"1,default,repoapi.Conversation" json:"conversation"`
+	Members      []*GroupMember        `thrift:"members,2" frugal:"2,default,list<GroupMember>" json:"members"`
+}
+
+func NewGroupInfo() *GroupInfo {
+	return &GroupInfo{}
+}
+
+func (p *GroupInfo) InitDefault() {
+}
+
+var GroupInfo_Conversation_DEFAULT *repoapi.Conversation
+
+func (p *GroupInfo) GetConversation() (v *repoapi.Conversation) {
+	if !p.IsSetConversation() {
+		return GroupInfo_Conversation_DEFAULT
+	}
+	return p.Conversation
+}
+
+func (p *GroupInfo) GetMembers() (v []*GroupMember) {
+	return p.Members
+}
+func (p *GroupInfo) SetConversation(val *repoapi.Conversation) {
+	p.Conversation = val
+}
+func (p *GroupInfo) SetMembers(val []*GroupMember) {
+	p.Members = val
+}
+
+func (p *GroupInfo) IsSetConversation() bool {
+	return p.Conversation != nil
+}
+
+func (p *GroupInfo) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("GroupInfo(%+v)", *p)
+}
+
+var fieldIDToName_GroupInfo = map[int16]string{
+	1: "conversation",
+	2: "members",
+}
+
+type CreateGroupReq struct {
+	UserId    int64   `thrift:"user_id,1" frugal:"1,default,i64" json:"user_id"`
+	IsGuest   bool    `thrift:"is_guest,2" frugal:"2,default,bool" json:"is_guest"`
+	Name      string  `thrift:"name,3" frugal:"3,default,string" json:"name"`
+	MemberIds []int64 `thrift:"member_ids,4" frugal:"4,default,list<i64>" json:"member_ids"`
+}
+
+func NewCreateGroupReq() *CreateGroupReq {
+	return &CreateGroupReq{}
+}
+
+func (p *CreateGroupReq) InitDefault() {
+}
+
+func (p *CreateGroupReq) GetUserId() (v int64) {
+	return p.UserId
+}
+
+func (p *CreateGroupReq) GetIsGuest() (v bool) {
+	return p.IsGuest
+}
+
+func (p *CreateGroupReq) GetName() (v string) {
+	return p.Name
+}
+
+func (p *CreateGroupReq) GetMemberIds() (v []int64) {
+	return p.MemberIds
+}
+func (p *CreateGroupReq) SetUserId(val int64) {
+	p.UserId = val
+}
+func (p *CreateGroupReq) SetIsGuest(val bool) {
+	p.IsGuest = val
+}
+func (p *CreateGroupReq) SetName(val string) {
+	p.Name = val
+}
+func (p *CreateGroupReq) SetMemberIds(val []int64) {
+	p.MemberIds = val
+}
+
+func (p *CreateGroupReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("CreateGroupReq(%+v)", *p)
+}
+
+var fieldIDToName_CreateGroupReq = map[int16]string{
+	1: "user_id",
+	2: "is_guest",
+	3: "name",
+	4: "member_ids",
+}
+
+type GetGroupReq struct {
+	UserId  int64 `thrift:"user_id,1" frugal:"1,default,i64" json:"user_id"`
+	GroupId int64 `thrift:"group_id,2" frugal:"2,default,i64" json:"group_id"`
+}
+
+func NewGetGroupReq() *GetGroupReq {
+	return &GetGroupReq{}
+}
+
+func (p *GetGroupReq) InitDefault() {
+}
+
+func (p *GetGroupReq) GetUserId() (v int64) {
+	return p.UserId
+}
+
+func (p *GetGroupReq) GetGroupId() (v int64) {
+	return p.GroupId
+}
+func (p *GetGroupReq) SetUserId(val int64) {
+	p.UserId = val
+}
+func (p *GetGroupReq) SetGroupId(val int64) {
+	p.GroupId = val
+}
+
+func (p *GetGroupReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("GetGroupReq(%+v)", *p)
+}
+
+var fieldIDToName_GetGroupReq = map[int16]string{
+	1: "user_id",
+	2: "group_id",
+}
+
+type AddGroupMembersReq struct {
+	UserId    int64   `thrift:"user_id,1" frugal:"1,default,i64" json:"user_id"`
+	GroupId   int64   `thrift:"group_id,2" frugal:"2,default,i64" json:"group_id"`
+	MemberIds []int64 `thrift:"member_ids,3" frugal:"3,default,list<i64>" json:"member_ids"`
+}
+
+func NewAddGroupMembersReq() *AddGroupMembersReq {
+	return &AddGroupMembersReq{}
+}
+
+func (p *AddGroupMembersReq) InitDefault() {
+}
+
+func (p *AddGroupMembersReq) GetUserId() (v int64) {
+	return p.UserId
+}
+
+func (p *AddGroupMembersReq) GetGroupId() (v int64) {
+	return p.GroupId
+}
+
+func (p *AddGroupMembersReq) GetMemberIds() (v []int64) {
+	return p.MemberIds
+}
+func (p *AddGroupMembersReq) SetUserId(val int64) {
+	p.UserId = val
+}
+func (p *AddGroupMembersReq) SetGroupId(val int64) {
+	p.GroupId = val
+}
+func (p *AddGroupMembersReq) SetMemberIds(val []int64) {
+	p.MemberIds = val
+}
+
+func (p *AddGroupMembersReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("AddGroupMembersReq(%+v)", *p)
+}
+
+var fieldIDToName_AddGroupMembersReq = map[int16]string{
+	1: "user_id",
+	2: "group_id",
+	3: "member_ids",
+}
+
+type RemoveGroupMemberReq struct {
+	UserId       int64 `thrift:"user_id,1" frugal:"1,default,i64" json:"user_id"`
+	GroupId      int64 `thrift:"group_id,2" frugal:"2,default,i64" json:"group_id"`
+	TargetUserId int64 `thrift:"target_user_id,3" frugal:"3,default,i64" json:"target_user_id"`
+}
+
+func NewRemoveGroupMemberReq() *RemoveGroupMemberReq {
+	return &RemoveGroupMemberReq{}
+}
+
+func (p *RemoveGroupMemberReq) InitDefault() {
+}
+
+func (p *RemoveGroupMemberReq) GetUserId() (v int64) {
+	return p.UserId
+}
+
+func (p *RemoveGroupMemberReq) GetGroupId() (v int64) {
+	return p.GroupId
+}
+
+func (p *RemoveGroupMemberReq) GetTargetUserId() (v int64) {
+	return p.TargetUserId
+}
+func (p *RemoveGroupMemberReq) SetUserId(val int64) {
+	p.UserId = val
+}
+func (p *RemoveGroupMemberReq) SetGroupId(val int64) {
+	p.GroupId = val
+}
+func (p *RemoveGroupMemberReq) SetTargetUserId(val int64) {
+	p.TargetUserId = val
+}
+
+func (p *RemoveGroupMemberReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RemoveGroupMemberReq(%+v)", *p)
+}
+
+var fieldIDToName_RemoveGroupMemberReq = map[int16]string{
+	1: "user_id",
+	2: "group_id",
+	3: "target_user_id",
+}
+
+type RemoveGroupMemberResp struct {
+}
+
+func NewRemoveGroupMemberResp() *RemoveGroupMemberResp {
+	return &RemoveGroupMemberResp{}
+}
+
+func (p *RemoveGroupMemberResp) InitDefault() {
+}
+
+func (p *RemoveGroupMemberResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RemoveGroupMemberResp(%+v)", *p)
+}
+
+var fieldIDToName_RemoveGroupMemberResp = map[int16]string{}
+
+type ConnectReq struct {
+	UserId    int64  `thrift:"user_id,1" frugal:"1,default,i64" json:"user_id"`
+	GatewayId string `thrift:"gateway_id,2" frugal:"2,default,string" json:"gateway_id"`
+}
+
+func NewConnectReq() *ConnectReq {
+	return &ConnectReq{}
+}
+
+func (p *ConnectReq) InitDefault() {
+}
+
+func (p *ConnectReq) GetUserId() (v int64) {
+	return p.UserId
+}
+
+func (p *ConnectReq) GetGatewayId() (v string) {
+	return p.GatewayId
+}
+func (p *ConnectReq) SetUserId(val int64) {
+	p.UserId = val
+}
+func (p *ConnectReq) SetGatewayId(val string) {
+	p.GatewayId = val
+}
+
+func (p *ConnectReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("ConnectReq(%+v)", *p)
+}
+
+var fieldIDToName_ConnectReq = map[int16]string{
+	1: "user_id",
+	2: "gateway_id",
+}
+
+type ConnectResp struct {
+}
+
+func NewConnectResp() *ConnectResp {
+	return &ConnectResp{}
+}
+
+func (p *ConnectResp) InitDefault() {
+}
+
+func (p *ConnectResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("ConnectResp(%+v)", *p)
+}
+
+var fieldIDToName_ConnectResp = map[int16]string{}
+
+type DisconnectReq struct {
+	UserId    int64  `thrift:"user_id,1" frugal:"1,default,i64" json:"user_id"`
+	GatewayId string `thrift:"gateway_id,2" frugal:"2,default,string" json:"gateway_id"`
+}
+
+func NewDisconnectReq() *DisconnectReq {
+	return &DisconnectReq{}
+}
+
+func (p *DisconnectReq) InitDefault() {
+}
+
+func (p *DisconnectReq) GetUserId() (v int64) {
+	return p.UserId
+}
+
+func (p *DisconnectReq) GetGatewayId() (v string) {
+	return p.GatewayId
+}
+func (p *DisconnectReq) SetUserId(val int64) {
+	p.UserId = val
+}
+func (p *DisconnectReq) SetGatewayId(val string) {
+	p.GatewayId = val
+}
+
+func (p *DisconnectReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("DisconnectReq(%+v)", *p)
+}
+
+var fieldIDToName_DisconnectReq = map[int16]string{
+	1: "user_id",
+	2: "gateway_id",
+}
+
+type DisconnectResp struct {
+}
+
+func NewDisconnectResp() *DisconnectResp {
+	return &DisconnectResp{}
+}
+
+func (p *DisconnectResp) InitDefault() {
+}
+
+func (p *DisconnectResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("DisconnectResp(%+v)", *p)
+}
+
+var fieldIDToName_DisconnectResp = map[int16]string{}
+
+type RefreshRoutesReq struct {
+	GatewayId string  `thrift:"gateway_id,1" frugal:"1,default,string" json:"gateway_id"`
+	UserIds   []int64 `thrift:"user_ids,2" frugal:"2,default,list<i64>" json:"user_ids"`
+}
+
+func NewRefreshRoutesReq() *RefreshRoutesReq {
+	return &RefreshRoutesReq{}
+}
+
+func (p *RefreshRoutesReq) InitDefault() {
+}
+
+func (p *RefreshRoutesReq) GetGatewayId() (v string) {
+	return p.GatewayId
+}
+
+func (p *RefreshRoutesReq) GetUserIds() (v []int64) {
+	return p.UserIds
+}
+func (p *RefreshRoutesReq) SetGatewayId(val string) {
+	p.GatewayId = val
+}
+func (p *RefreshRoutesReq) SetUserIds(val []int64) {
+	p.UserIds = val
+}
+
+func (p *RefreshRoutesReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RefreshRoutesReq(%+v)", *p)
+}
+
+var fieldIDToName_RefreshRoutesReq = map[int16]string{
+	1: "gateway_id",
+	2: "user_ids",
+}
+
+type RefreshRoutesResp struct {
+}
+
+func NewRefreshRoutesResp() *RefreshRoutesResp {
+	return &RefreshRoutesResp{}
+}
+
+func (p *RefreshRoutesResp) InitDefault() {
+}
+
+func (p *RefreshRoutesResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RefreshRoutesResp(%+v)", *p)
+}
+
+var fieldIDToName_RefreshRoutesResp = map[int16]string{}
+
 type LogicService interface {
 	Ping(ctx context.Context, req *repoapi.PingReq) (r *repoapi.PingResp, err error)
 
@@ -899,6 +1722,30 @@ type LogicService interface {
 	MarkRead(ctx context.Context, req *MarkReadReq) (r *MarkReadResp, err error)
 
 	Send(ctx context.Context, req *SendReq) (r *SendResp, err error)
+
+	GetUserByName(ctx context.Context, req *GetUserByNameReq) (r *GetUserResp, err error)
+
+	OnlineStatus(ctx context.Context, req *OnlineStatusReq) (r *OnlineStatusResp, err error)
+
+	ListFriends(ctx context.Context, req *ListFriendsReq) (r *ListFriendsResp, err error)
+
+	AddFriend(ctx context.Context, req *AddFriendReq) (r *ConversationView, err error)
+
+	OpenConversation(ctx context.Context, req *OpenConversationReq) (r *OpenConversationResp, err error)
+
+	CreateGroup(ctx context.Context, req *CreateGroupReq) (r *GroupInfo, err error)
+
+	GetGroup(ctx context.Context, req *GetGroupReq) (r *GroupInfo, err error)
+
+	AddGroupMembers(ctx context.Context, req *AddGroupMembersReq) (r *GroupInfo, err error)
+
+	RemoveGroupMember(ctx context.Context, req *RemoveGroupMemberReq) (r *RemoveGroupMemberResp, err error)
+
+	Connect(ctx context.Context, req *ConnectReq) (r *ConnectResp, err error)
+
+	Disconnect(ctx context.Context, req *DisconnectReq) (r *DisconnectResp, err error)
+
+	RefreshRoutes(ctx context.Context, req *RefreshRoutesReq) (r *RefreshRoutesResp, err error)
 }
 
 type LogicServicePingArgs struct {
@@ -1734,5 +2581,917 @@ func (p *LogicServiceSendResult) String() string {
 }
 
 var fieldIDToName_LogicServiceSendResult = map[int16]string{
+	0: "success",
+}
+
+type LogicServiceGetUserByNameArgs struct {
+	Req *GetUserByNameReq `thrift:"req,1" frugal:"1,default,GetUserByNameReq" json:"req"`
+}
+
+func NewLogicServiceGetUserByNameArgs() *LogicServiceGetUserByNameArgs {
+	return &LogicServiceGetUserByNameArgs{}
+}
+
+func (p *LogicServiceGetUserByNameArgs) InitDefault() {
+}
+
+var LogicServiceGetUserByNameArgs_Req_DEFAULT *GetUserByNameReq
+
+func (p *LogicServiceGetUserByNameArgs) GetReq() (v *GetUserByNameReq) {
+	if !p.IsSetReq() {
+		return LogicServiceGetUserByNameArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *LogicServiceGetUserByNameArgs) SetReq(val *GetUserByNameReq) {
+	p.Req = val
+}
+
+func (p *LogicServiceGetUserByNameArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *LogicServiceGetUserByNameArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceGetUserByNameArgs(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceGetUserByNameArgs = map[int16]string{
+	1: "req",
+}
+
+type LogicServiceGetUserByNameResult struct {
+	Success *GetUserResp `thrift:"success,0,optional" frugal:"0,optional,GetUserResp" json:"success,omitempty"`
+}
+
+func NewLogicServiceGetUserByNameResult() *LogicServiceGetUserByNameResult {
+	return &LogicServiceGetUserByNameResult{}
+}
+
+func (p *LogicServiceGetUserByNameResult) InitDefault() {
+}
+
+var LogicServiceGetUserByNameResult_Success_DEFAULT *GetUserResp
+
+func (p *LogicServiceGetUserByNameResult) GetSuccess() (v *GetUserResp) {
+	if !p.IsSetSuccess() {
+		return LogicServiceGetUserByNameResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *LogicServiceGetUserByNameResult) SetSuccess(x interface{}) {
+	p.Success = x.(*GetUserResp)
+}
+
+func (p *LogicServiceGetUserByNameResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *LogicServiceGetUserByNameResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceGetUserByNameResult(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceGetUserByNameResult = map[int16]string{
+	0: "success",
+}
+
+type LogicServiceOnlineStatusArgs struct {
+	Req *OnlineStatusReq `thrift:"req,1" frugal:"1,default,OnlineStatusReq" json:"req"`
+}
+
+func NewLogicServiceOnlineStatusArgs() *LogicServiceOnlineStatusArgs {
+	return &LogicServiceOnlineStatusArgs{}
+}
+
+func (p *LogicServiceOnlineStatusArgs) InitDefault() {
+}
+
+var LogicServiceOnlineStatusArgs_Req_DEFAULT *OnlineStatusReq
+
+func (p *LogicServiceOnlineStatusArgs) GetReq() (v *OnlineStatusReq) {
+	if !p.IsSetReq() {
+		return LogicServiceOnlineStatusArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *LogicServiceOnlineStatusArgs) SetReq(val *OnlineStatusReq) {
+	p.Req = val
+}
+
+func (p *LogicServiceOnlineStatusArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *LogicServiceOnlineStatusArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceOnlineStatusArgs(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceOnlineStatusArgs = map[int16]string{
+	1: "req",
+}
+
+type LogicServiceOnlineStatusResult struct {
+	Success *OnlineStatusResp `thrift:"success,0,optional" frugal:"0,optional,OnlineStatusResp" json:"success,omitempty"`
+}
+
+func NewLogicServiceOnlineStatusResult() *LogicServiceOnlineStatusResult {
+	return &LogicServiceOnlineStatusResult{}
+}
+
+func (p *LogicServiceOnlineStatusResult) InitDefault() {
+}
+
+var LogicServiceOnlineStatusResult_Success_DEFAULT *OnlineStatusResp
+
+func (p *LogicServiceOnlineStatusResult) GetSuccess() (v *OnlineStatusResp) {
+	if !p.IsSetSuccess() {
+		return LogicServiceOnlineStatusResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *LogicServiceOnlineStatusResult) SetSuccess(x interface{}) {
+	p.Success = x.(*OnlineStatusResp)
+}
+
+func (p *LogicServiceOnlineStatusResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *LogicServiceOnlineStatusResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceOnlineStatusResult(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceOnlineStatusResult = map[int16]string{
+	0: "success",
+}
+
+type LogicServiceListFriendsArgs struct {
+	Req *ListFriendsReq `thrift:"req,1" frugal:"1,default,ListFriendsReq" json:"req"`
+}
+
+func NewLogicServiceListFriendsArgs() *LogicServiceListFriendsArgs {
+	return &LogicServiceListFriendsArgs{}
+}
+
+func (p *LogicServiceListFriendsArgs) InitDefault() {
+}
+
+var LogicServiceListFriendsArgs_Req_DEFAULT *ListFriendsReq
+
+func (p *LogicServiceListFriendsArgs) GetReq() (v *ListFriendsReq) {
+	if !p.IsSetReq() {
+		return LogicServiceListFriendsArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *LogicServiceListFriendsArgs) SetReq(val *ListFriendsReq) {
+	p.Req = val
+}
+
+func (p *LogicServiceListFriendsArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *LogicServiceListFriendsArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceListFriendsArgs(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceListFriendsArgs = map[int16]string{
+	1: "req",
+}
+
+type LogicServiceListFriendsResult struct {
+	Success *ListFriendsResp `thrift:"success,0,optional" frugal:"0,optional,ListFriendsResp" json:"success,omitempty"`
+}
+
+func NewLogicServiceListFriendsResult() *LogicServiceListFriendsResult {
+	return &LogicServiceListFriendsResult{}
+}
+
+func (p *LogicServiceListFriendsResult) InitDefault() {
+}
+
+var LogicServiceListFriendsResult_Success_DEFAULT *ListFriendsResp
+
+func (p *LogicServiceListFriendsResult) GetSuccess() (v *ListFriendsResp) {
+	if !p.IsSetSuccess() {
+		return LogicServiceListFriendsResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *LogicServiceListFriendsResult) SetSuccess(x interface{}) {
+	p.Success = x.(*ListFriendsResp)
+}
+
+func (p *LogicServiceListFriendsResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *LogicServiceListFriendsResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceListFriendsResult(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceListFriendsResult = map[int16]string{
+	0: "success",
+}
+
+type LogicServiceAddFriendArgs struct {
+	Req *AddFriendReq `thrift:"req,1" frugal:"1,default,AddFriendReq" json:"req"`
+}
+
+func NewLogicServiceAddFriendArgs() *LogicServiceAddFriendArgs {
+	return &LogicServiceAddFriendArgs{}
+}
+
+func (p *LogicServiceAddFriendArgs) InitDefault() {
+}
+
+var LogicServiceAddFriendArgs_Req_DEFAULT *AddFriendReq
+
+func (p *LogicServiceAddFriendArgs) GetReq() (v *AddFriendReq) {
+	if !p.IsSetReq() {
+		return LogicServiceAddFriendArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *LogicServiceAddFriendArgs) SetReq(val *AddFriendReq) {
+	p.Req = val
+}
+
+func (p *LogicServiceAddFriendArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *LogicServiceAddFriendArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceAddFriendArgs(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceAddFriendArgs = map[int16]string{
+	1: "req",
+}
+
+type LogicServiceAddFriendResult struct {
+	Success *ConversationView `thrift:"success,0,optional" frugal:"0,optional,ConversationView" json:"success,omitempty"`
+}
+
+func NewLogicServiceAddFriendResult() *LogicServiceAddFriendResult {
+	return &LogicServiceAddFriendResult{}
+}
+
+func (p *LogicServiceAddFriendResult) InitDefault() {
+}
+
+var LogicServiceAddFriendResult_Success_DEFAULT *ConversationView
+
+func (p *LogicServiceAddFriendResult) GetSuccess() (v *ConversationView) {
+	if !p.IsSetSuccess() {
+		return LogicServiceAddFriendResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *LogicServiceAddFriendResult) SetSuccess(x interface{}) {
+	p.Success = x.(*ConversationView)
+}
+
+func (p *LogicServiceAddFriendResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *LogicServiceAddFriendResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceAddFriendResult(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceAddFriendResult = map[int16]string{
+	0: "success",
+}
+
+type LogicServiceOpenConversationArgs struct {
+	Req *OpenConversationReq `thrift:"req,1" frugal:"1,default,OpenConversationReq" json:"req"`
+}
+
+func NewLogicServiceOpenConversationArgs() *LogicServiceOpenConversationArgs {
+	return &LogicServiceOpenConversationArgs{}
+}
+
+func (p *LogicServiceOpenConversationArgs) InitDefault() {
+}
+
+var LogicServiceOpenConversationArgs_Req_DEFAULT *OpenConversationReq
+
+func (p *LogicServiceOpenConversationArgs) GetReq() (v *OpenConversationReq) {
+	if !p.IsSetReq() {
+		return LogicServiceOpenConversationArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *LogicServiceOpenConversationArgs) SetReq(val *OpenConversationReq) {
+	p.Req = val
+}
+
+func (p *LogicServiceOpenConversationArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *LogicServiceOpenConversationArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceOpenConversationArgs(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceOpenConversationArgs = map[int16]string{
+	1: "req",
+}
+
+type LogicServiceOpenConversationResult struct {
+	Success *OpenConversationResp `thrift:"success,0,optional" frugal:"0,optional,OpenConversationResp" json:"success,omitempty"`
+}
+
+func NewLogicServiceOpenConversationResult() *LogicServiceOpenConversationResult {
+	return &LogicServiceOpenConversationResult{}
+}
+
+func (p *LogicServiceOpenConversationResult) InitDefault() {
+}
+
+var LogicServiceOpenConversationResult_Success_DEFAULT *OpenConversationResp
+
+func (p *LogicServiceOpenConversationResult) GetSuccess() (v *OpenConversationResp) {
+	if !p.IsSetSuccess() {
+		return LogicServiceOpenConversationResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *LogicServiceOpenConversationResult) SetSuccess(x interface{}) {
+	p.Success = x.(*OpenConversationResp)
+}
+
+func (p *LogicServiceOpenConversationResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *LogicServiceOpenConversationResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceOpenConversationResult(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceOpenConversationResult = map[int16]string{
+	0: "success",
+}
+
+type LogicServiceCreateGroupArgs struct {
+	Req *CreateGroupReq `thrift:"req,1" frugal:"1,default,CreateGroupReq" json:"req"`
+}
+
+func NewLogicServiceCreateGroupArgs() *LogicServiceCreateGroupArgs {
+	return &LogicServiceCreateGroupArgs{}
+}
+
+func (p *LogicServiceCreateGroupArgs) InitDefault() {
+}
+
+var LogicServiceCreateGroupArgs_Req_DEFAULT *CreateGroupReq
+
+func (p *LogicServiceCreateGroupArgs) GetReq() (v *CreateGroupReq) {
+	if !p.IsSetReq() {
+		return LogicServiceCreateGroupArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *LogicServiceCreateGroupArgs) SetReq(val *CreateGroupReq) {
+	p.Req = val
+}
+
+func (p *LogicServiceCreateGroupArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *LogicServiceCreateGroupArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceCreateGroupArgs(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceCreateGroupArgs = map[int16]string{
+	1: "req",
+}
+
+type LogicServiceCreateGroupResult struct {
+	Success *GroupInfo `thrift:"success,0,optional" frugal:"0,optional,GroupInfo" json:"success,omitempty"`
+}
+
+func NewLogicServiceCreateGroupResult() *LogicServiceCreateGroupResult {
+	return &LogicServiceCreateGroupResult{}
+}
+
+func (p *LogicServiceCreateGroupResult) InitDefault() {
+}
+
+var LogicServiceCreateGroupResult_Success_DEFAULT *GroupInfo
+
+func (p *LogicServiceCreateGroupResult) GetSuccess() (v *GroupInfo) {
+	if !p.IsSetSuccess() {
+		return LogicServiceCreateGroupResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *LogicServiceCreateGroupResult) SetSuccess(x interface{}) {
+	p.Success = x.(*GroupInfo)
+}
+
+func (p *LogicServiceCreateGroupResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *LogicServiceCreateGroupResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceCreateGroupResult(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceCreateGroupResult = map[int16]string{
+	0: "success",
+}
+
+type LogicServiceGetGroupArgs struct {
+	Req *GetGroupReq `thrift:"req,1" frugal:"1,default,GetGroupReq" json:"req"`
+}
+
+func NewLogicServiceGetGroupArgs() *LogicServiceGetGroupArgs {
+	return &LogicServiceGetGroupArgs{}
+}
+
+func (p *LogicServiceGetGroupArgs) InitDefault() {
+}
+
+var LogicServiceGetGroupArgs_Req_DEFAULT *GetGroupReq
+
+func (p *LogicServiceGetGroupArgs) GetReq() (v *GetGroupReq) {
+	if !p.IsSetReq() {
+		return LogicServiceGetGroupArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *LogicServiceGetGroupArgs) SetReq(val *GetGroupReq) {
+	p.Req = val
+}
+
+func (p *LogicServiceGetGroupArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *LogicServiceGetGroupArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceGetGroupArgs(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceGetGroupArgs = map[int16]string{
+	1: "req",
+}
+
+type LogicServiceGetGroupResult struct {
+	Success *GroupInfo `thrift:"success,0,optional" frugal:"0,optional,GroupInfo" json:"success,omitempty"`
+}
+
+func NewLogicServiceGetGroupResult() *LogicServiceGetGroupResult {
+	return &LogicServiceGetGroupResult{}
+}
+
+func (p *LogicServiceGetGroupResult) InitDefault() {
+}
+
+var LogicServiceGetGroupResult_Success_DEFAULT *GroupInfo
+
+func (p *LogicServiceGetGroupResult) GetSuccess() (v *GroupInfo) {
+	if !p.IsSetSuccess() {
+		return LogicServiceGetGroupResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *LogicServiceGetGroupResult) SetSuccess(x interface{}) {
+	p.Success = x.(*GroupInfo)
+}
+
+func (p *LogicServiceGetGroupResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *LogicServiceGetGroupResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceGetGroupResult(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceGetGroupResult = map[int16]string{
+	0: "success",
+}
+
+type LogicServiceAddGroupMembersArgs struct {
+	Req *AddGroupMembersReq `thrift:"req,1" frugal:"1,default,AddGroupMembersReq" json:"req"`
+}
+
+func NewLogicServiceAddGroupMembersArgs() *LogicServiceAddGroupMembersArgs {
+	return &LogicServiceAddGroupMembersArgs{}
+}
+
+func (p *LogicServiceAddGroupMembersArgs) InitDefault() {
+}
+
+var LogicServiceAddGroupMembersArgs_Req_DEFAULT *AddGroupMembersReq
+
+func (p *LogicServiceAddGroupMembersArgs) GetReq() (v *AddGroupMembersReq) {
+	if !p.IsSetReq() {
+		return LogicServiceAddGroupMembersArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *LogicServiceAddGroupMembersArgs) SetReq(val *AddGroupMembersReq) {
+	p.Req = val
+}
+
+func (p *LogicServiceAddGroupMembersArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *LogicServiceAddGroupMembersArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceAddGroupMembersArgs(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceAddGroupMembersArgs = map[int16]string{
+	1: "req",
+}
+
+type LogicServiceAddGroupMembersResult struct {
+	Success *GroupInfo `thrift:"success,0,optional" frugal:"0,optional,GroupInfo" json:"success,omitempty"`
+}
+
+func NewLogicServiceAddGroupMembersResult() *LogicServiceAddGroupMembersResult {
+	return &LogicServiceAddGroupMembersResult{}
+}
+
+func (p *LogicServiceAddGroupMembersResult) InitDefault() {
+}
+
+var LogicServiceAddGroupMembersResult_Success_DEFAULT *GroupInfo
+
+func (p *LogicServiceAddGroupMembersResult) GetSuccess() (v *GroupInfo) {
+	if !p.IsSetSuccess() {
+		return LogicServiceAddGroupMembersResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *LogicServiceAddGroupMembersResult) SetSuccess(x interface{}) {
+	p.Success = x.(*GroupInfo)
+}
+
+func (p *LogicServiceAddGroupMembersResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *LogicServiceAddGroupMembersResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceAddGroupMembersResult(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceAddGroupMembersResult = map[int16]string{
+	0: "success",
+}
+
+type LogicServiceRemoveGroupMemberArgs struct {
+	Req *RemoveGroupMemberReq `thrift:"req,1" frugal:"1,default,RemoveGroupMemberReq" json:"req"`
+}
+
+func NewLogicServiceRemoveGroupMemberArgs() *LogicServiceRemoveGroupMemberArgs {
+	return &LogicServiceRemoveGroupMemberArgs{}
+}
+
+func (p *LogicServiceRemoveGroupMemberArgs) InitDefault() {
+}
+
+var LogicServiceRemoveGroupMemberArgs_Req_DEFAULT *RemoveGroupMemberReq
+
+func (p *LogicServiceRemoveGroupMemberArgs) GetReq() (v *RemoveGroupMemberReq) {
+	if !p.IsSetReq() {
+		return LogicServiceRemoveGroupMemberArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *LogicServiceRemoveGroupMemberArgs) SetReq(val *RemoveGroupMemberReq) {
+	p.Req = val
+}
+
+func (p *LogicServiceRemoveGroupMemberArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *LogicServiceRemoveGroupMemberArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceRemoveGroupMemberArgs(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceRemoveGroupMemberArgs = map[int16]string{
+	1: "req",
+}
+
+type LogicServiceRemoveGroupMemberResult struct {
+	Success *RemoveGroupMemberResp `thrift:"success,0,optional" frugal:"0,optional,RemoveGroupMemberResp" json:"success,omitempty"`
+}
+
+func NewLogicServiceRemoveGroupMemberResult() *LogicServiceRemoveGroupMemberResult {
+	return &LogicServiceRemoveGroupMemberResult{}
+}
+
+func (p *LogicServiceRemoveGroupMemberResult) InitDefault() {
+}
+
+var LogicServiceRemoveGroupMemberResult_Success_DEFAULT *RemoveGroupMemberResp
+
+func (p *LogicServiceRemoveGroupMemberResult) GetSuccess() (v *RemoveGroupMemberResp) {
+	if !p.IsSetSuccess() {
+		return LogicServiceRemoveGroupMemberResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *LogicServiceRemoveGroupMemberResult) SetSuccess(x interface{}) {
+	p.Success = x.(*RemoveGroupMemberResp)
+}
+
+func (p *LogicServiceRemoveGroupMemberResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *LogicServiceRemoveGroupMemberResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceRemoveGroupMemberResult(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceRemoveGroupMemberResult = map[int16]string{
+	0: "success",
+}
+
+type LogicServiceConnectArgs struct {
+	Req *ConnectReq `thrift:"req,1" frugal:"1,default,ConnectReq" json:"req"`
+}
+
+func NewLogicServiceConnectArgs() *LogicServiceConnectArgs {
+	return &LogicServiceConnectArgs{}
+}
+
+func (p *LogicServiceConnectArgs) InitDefault() {
+}
+
+var LogicServiceConnectArgs_Req_DEFAULT *ConnectReq
+
+func (p *LogicServiceConnectArgs) GetReq() (v *ConnectReq) {
+	if !p.IsSetReq() {
+		return LogicServiceConnectArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *LogicServiceConnectArgs) SetReq(val *ConnectReq) {
+	p.Req = val
+}
+
+func (p *LogicServiceConnectArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *LogicServiceConnectArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceConnectArgs(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceConnectArgs = map[int16]string{
+	1: "req",
+}
+
+type LogicServiceConnectResult struct {
+	Success *ConnectResp `thrift:"success,0,optional" frugal:"0,optional,ConnectResp" json:"success,omitempty"`
+}
+
+func NewLogicServiceConnectResult() *LogicServiceConnectResult {
+	return &LogicServiceConnectResult{}
+}
+
+func (p *LogicServiceConnectResult) InitDefault() {
+}
+
+var LogicServiceConnectResult_Success_DEFAULT *ConnectResp
+
+func (p *LogicServiceConnectResult) GetSuccess() (v *ConnectResp) {
+	if !p.IsSetSuccess() {
+		return LogicServiceConnectResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *LogicServiceConnectResult) SetSuccess(x interface{}) {
+	p.Success = x.(*ConnectResp)
+}
+
+func (p *LogicServiceConnectResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *LogicServiceConnectResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceConnectResult(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceConnectResult = map[int16]string{
+	0: "success",
+}
+
+type LogicServiceDisconnectArgs struct {
+	Req *DisconnectReq `thrift:"req,1" frugal:"1,default,DisconnectReq" json:"req"`
+}
+
+func NewLogicServiceDisconnectArgs() *LogicServiceDisconnectArgs {
+	return &LogicServiceDisconnectArgs{}
+}
+
+func (p *LogicServiceDisconnectArgs) InitDefault() {
+}
+
+var LogicServiceDisconnectArgs_Req_DEFAULT *DisconnectReq
+
+func (p *LogicServiceDisconnectArgs) GetReq() (v *DisconnectReq) {
+	if !p.IsSetReq() {
+		return LogicServiceDisconnectArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *LogicServiceDisconnectArgs) SetReq(val *DisconnectReq) {
+	p.Req = val
+}
+
+func (p *LogicServiceDisconnectArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *LogicServiceDisconnectArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceDisconnectArgs(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceDisconnectArgs = map[int16]string{
+	1: "req",
+}
+
+type LogicServiceDisconnectResult struct {
+	Success *DisconnectResp `thrift:"success,0,optional" frugal:"0,optional,DisconnectResp" json:"success,omitempty"`
+}
+
+func NewLogicServiceDisconnectResult() *LogicServiceDisconnectResult {
+	return &LogicServiceDisconnectResult{}
+}
+
+func (p *LogicServiceDisconnectResult) InitDefault() {
+}
+
+var LogicServiceDisconnectResult_Success_DEFAULT *DisconnectResp
+
+func (p *LogicServiceDisconnectResult) GetSuccess() (v *DisconnectResp) {
+	if !p.IsSetSuccess() {
+		return LogicServiceDisconnectResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *LogicServiceDisconnectResult) SetSuccess(x interface{}) {
+	p.Success = x.(*DisconnectResp)
+}
+
+func (p *LogicServiceDisconnectResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *LogicServiceDisconnectResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceDisconnectResult(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceDisconnectResult = map[int16]string{
+	0: "success",
+}
+
+type LogicServiceRefreshRoutesArgs struct {
+	Req *RefreshRoutesReq `thrift:"req,1" frugal:"1,default,RefreshRoutesReq" json:"req"`
+}
+
+func NewLogicServiceRefreshRoutesArgs() *LogicServiceRefreshRoutesArgs {
+	return &LogicServiceRefreshRoutesArgs{}
+}
+
+func (p *LogicServiceRefreshRoutesArgs) InitDefault() {
+}
+
+var LogicServiceRefreshRoutesArgs_Req_DEFAULT *RefreshRoutesReq
+
+func (p *LogicServiceRefreshRoutesArgs) GetReq() (v *RefreshRoutesReq) {
+	if !p.IsSetReq() {
+		return LogicServiceRefreshRoutesArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *LogicServiceRefreshRoutesArgs) SetReq(val *RefreshRoutesReq) {
+	p.Req = val
+}
+
+func (p *LogicServiceRefreshRoutesArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *LogicServiceRefreshRoutesArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceRefreshRoutesArgs(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceRefreshRoutesArgs = map[int16]string{
+	1: "req",
+}
+
+type LogicServiceRefreshRoutesResult struct {
+	Success *RefreshRoutesResp `thrift:"success,0,optional" frugal:"0,optional,RefreshRoutesResp" json:"success,omitempty"`
+}
+
+func NewLogicServiceRefreshRoutesResult() *LogicServiceRefreshRoutesResult {
+	return &LogicServiceRefreshRoutesResult{}
+}
+
+func (p *LogicServiceRefreshRoutesResult) InitDefault() {
+}
+
+var LogicServiceRefreshRoutesResult_Success_DEFAULT *RefreshRoutesResp
+
+func (p *LogicServiceRefreshRoutesResult) GetSuccess() (v *RefreshRoutesResp) {
+	if !p.IsSetSuccess() {
+		return LogicServiceRefreshRoutesResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *LogicServiceRefreshRoutesResult) SetSuccess(x interface{}) {
+	p.Success = x.(*RefreshRoutesResp)
+}
+
+func (p *LogicServiceRefreshRoutesResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *LogicServiceRefreshRoutesResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceRefreshRoutesResult(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceRefreshRoutesResult = map[int16]string{
 	0: "success",
 }

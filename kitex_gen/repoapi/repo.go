@@ -751,6 +751,7 @@ var fieldIDToName_GetConversationResp = map[int16]string{
 type UserConversation struct {
 	Conversation *Conversation `thrift:"conversation,1" frugal:"1,default,Conversation" json:"conversation"`
 	ReadSeq      int64         `thrift:"read_seq,2" frugal:"2,default,i64" json:"read_seq"`
+	PeerId       int64         `thrift:"peer_id,3" frugal:"3,default,i64" json:"peer_id"`
 }
 
 func NewUserConversation() *UserConversation {
@@ -772,11 +773,18 @@ func (p *UserConversation) GetConversation() (v *Conversation) {
 func (p *UserConversation) GetReadSeq() (v int64) {
 	return p.ReadSeq
 }
+
+func (p *UserConversation) GetPeerId() (v int64) {
+	return p.PeerId
+}
 func (p *UserConversation) SetConversation(val *Conversation) {
 	p.Conversation = val
 }
 func (p *UserConversation) SetReadSeq(val int64) {
 	p.ReadSeq = val
+}
+func (p *UserConversation) SetPeerId(val int64) {
+	p.PeerId = val
 }
 
 func (p *UserConversation) IsSetConversation() bool {
@@ -793,6 +801,7 @@ func (p *UserConversation) String() string {
 var fieldIDToName_UserConversation = map[int16]string{
 	1: "conversation",
 	2: "read_seq",
+	3: "peer_id",
 }
 
 type ListUserConversationsReq struct {
@@ -1044,6 +1053,1022 @@ var fieldIDToName_IsRevokedResp = map[int16]string{
 	1: "revoked",
 }
 
+type Member struct {
+	UserId     int64  `thrift:"user_id,1" frugal:"1,default,i64" json:"user_id"`
+	Role       string `thrift:"role,2" frugal:"2,default,string" json:"role"`
+	ReadSeq    int64  `thrift:"read_seq,3" frugal:"3,default,i64" json:"read_seq"`
+	JoinedAtMs int64  `thrift:"joined_at_ms,4" frugal:"4,default,i64" json:"joined_at_ms"`
+}
+
+func NewMember() *Member {
+	return &Member{}
+}
+
+func (p *Member) InitDefault() {
+}
+
+func (p *Member) GetUserId() (v int64) {
+	return p.UserId
+}
+
+func (p *Member) GetRole() (v string) {
+	return p.Role
+}
+
+func (p *Member) GetReadSeq() (v int64) {
+	return p.ReadSeq
+}
+
+func (p *Member) GetJoinedAtMs() (v int64) {
+	return p.JoinedAtMs
+}
+func (p *Member) SetUserId(val int64) {
+	p.UserId = val
+}
+func (p *Member) SetRole(val string) {
+	p.Role = val
+}
+func (p *Member) SetReadSeq(val int64) {
+	p.ReadSeq = val
+}
+func (p *Member) SetJoinedAtMs(val int64) {
+	p.JoinedAtMs = val
+}
+
+func (p *Member) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("Member(%+v)", *p)
+}
+
+var fieldIDToName_Member = map[int16]string{
+	1: "user_id",
+	2: "role",
+	3: "read_seq",
+	4: "joined_at_ms",
+}
+
+type AddFriendReq struct {
+	UserId         int64  `thrift:"user_id,1" frugal:"1,default,i64" json:"user_id"`
+	FriendId       int64  `thrift:"friend_id,2" frugal:"2,default,i64" json:"friend_id"`
+	ConversationId string `thrift:"conversation_id,3" frugal:"3,default,string" json:"conversation_id"`
+}
+
+func NewAddFriendReq() *AddFriendReq {
+	return &AddFriendReq{}
+}
+
+func (p *AddFriendReq) InitDefault() {
+}
+
+func (p *AddFriendReq) GetUserId() (v int64) {
+	return p.UserId
+}
+
+func (p *AddFriendReq) GetFriendId() (v int64) {
+	return p.FriendId
+}
+
+func (p *AddFriendReq) GetConversationId() (v string) {
+	return p.ConversationId
+}
+func (p *AddFriendReq) SetUserId(val int64) {
+	p.UserId = val
+}
+func (p *AddFriendReq) SetFriendId(val int64) {
+	p.FriendId = val
+}
+func (p *AddFriendReq) SetConversationId(val string) {
+	p.ConversationId = val
+}
+
+func (p *AddFriendReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("AddFriendReq(%+v)", *p)
+}
+
+var fieldIDToName_AddFriendReq = map[int16]string{
+	1: "user_id",
+	2: "friend_id",
+	3: "conversation_id",
+}
+
+type AddFriendResp struct {
+	Conversation *Conversation `thrift:"conversation,1" frugal:"1,default,Conversation" json:"conversation"`
+}
+
+func NewAddFriendResp() *AddFriendResp {
+	return &AddFriendResp{}
+}
+
+func (p *AddFriendResp) InitDefault() {
+}
+
+var AddFriendResp_Conversation_DEFAULT *Conversation
+
+func (p *AddFriendResp) GetConversation() (v *Conversation) {
+	if !p.IsSetConversation() {
+		return AddFriendResp_Conversation_DEFAULT
+	}
+	return p.Conversation
+}
+func (p *AddFriendResp) SetConversation(val *Conversation) {
+	p.Conversation = val
+}
+
+func (p *AddFriendResp) IsSetConversation() bool {
+	return p.Conversation != nil
+}
+
+func (p *AddFriendResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("AddFriendResp(%+v)", *p)
+}
+
+var fieldIDToName_AddFriendResp = map[int16]string{
+	1: "conversation",
+}
+
+type ListFriendsReq struct {
+	UserId int64 `thrift:"user_id,1" frugal:"1,default,i64" json:"user_id"`
+}
+
+func NewListFriendsReq() *ListFriendsReq {
+	return &ListFriendsReq{}
+}
+
+func (p *ListFriendsReq) InitDefault() {
+}
+
+func (p *ListFriendsReq) GetUserId() (v int64) {
+	return p.UserId
+}
+func (p *ListFriendsReq) SetUserId(val int64) {
+	p.UserId = val
+}
+
+func (p *ListFriendsReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("ListFriendsReq(%+v)", *p)
+}
+
+var fieldIDToName_ListFriendsReq = map[int16]string{
+	1: "user_id",
+}
+
+type ListFriendsResp struct {
+	Friends []*User `thrift:"friends,1" frugal:"1,default,list<User>" json:"friends"`
+}
+
+func NewListFriendsResp() *ListFriendsResp {
+	return &ListFriendsResp{}
+}
+
+func (p *ListFriendsResp) InitDefault() {
+}
+
+func (p *ListFriendsResp) GetFriends() (v []*User) {
+	return p.Friends
+}
+func (p *ListFriendsResp) SetFriends(val []*User) {
+	p.Friends = val
+}
+
+func (p *ListFriendsResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("ListFriendsResp(%+v)", *p)
+}
+
+var fieldIDToName_ListFriendsResp = map[int16]string{
+	1: "friends",
+}
+
+type EnsureSingleReq struct {
+	ConversationId string `thrift:"conversation_id,1" frugal:"1,default,string" json:"conversation_id"`
+	UserA          int64  `thrift:"user_a,2" frugal:"2,default,i64" json:"user_a"`
+	UserB          int64  `thrift:"user_b,3" frugal:"3,default,i64" json:"user_b"`
+}
+
+func NewEnsureSingleReq() *EnsureSingleReq {
+	return &EnsureSingleReq{}
+}
+
+func (p *EnsureSingleReq) InitDefault() {
+}
+
+func (p *EnsureSingleReq) GetConversationId() (v string) {
+	return p.ConversationId
+}
+
+func (p *EnsureSingleReq) GetUserA() (v int64) {
+	return p.UserA
+}
+
+func (p *EnsureSingleReq) GetUserB() (v int64) {
+	return p.UserB
+}
+func (p *EnsureSingleReq) SetConversationId(val string) {
+	p.ConversationId = val
+}
+func (p *EnsureSingleReq) SetUserA(val int64) {
+	p.UserA = val
+}
+func (p *EnsureSingleReq) SetUserB(val int64) {
+	p.UserB = val
+}
+
+func (p *EnsureSingleReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("EnsureSingleReq(%+v)", *p)
+}
+
+var fieldIDToName_EnsureSingleReq = map[int16]string{
+	1: "conversation_id",
+	2: "user_a",
+	3: "user_b",
+}
+
+type EnsureSingleResp struct {
+	Conversation *Conversation `thrift:"conversation,1" frugal:"1,default,Conversation" json:"conversation"`
+	Created      bool          `thrift:"created,2" frugal:"2,default,bool" json:"created"`
+}
+
+func NewEnsureSingleResp() *EnsureSingleResp {
+	return &EnsureSingleResp{}
+}
+
+func (p *EnsureSingleResp) InitDefault() {
+}
+
+var EnsureSingleResp_Conversation_DEFAULT *Conversation
+
+func (p *EnsureSingleResp) GetConversation() (v *Conversation) {
+	if !p.IsSetConversation() {
+		return EnsureSingleResp_Conversation_DEFAULT
+	}
+	return p.Conversation
+}
+
+func (p *EnsureSingleResp) GetCreated() (v bool) {
+	return p.Created
+}
+func (p *EnsureSingleResp) SetConversation(val *Conversation) {
+	p.Conversation = val
+}
+func (p *EnsureSingleResp) SetCreated(val bool) {
+	p.Created = val
+}
+
+func (p *EnsureSingleResp) IsSetConversation() bool {
+	return p.Conversation != nil
+}
+
+func (p *EnsureSingleResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("EnsureSingleResp(%+v)", *p)
+}
+
+var fieldIDToName_EnsureSingleResp = map[int16]string{
+	1: "conversation",
+	2: "created",
+}
+
+type CreateGroupReq struct {
+	Name      string  `thrift:"name,1" frugal:"1,default,string" json:"name"`
+	OwnerId   int64   `thrift:"owner_id,2" frugal:"2,default,i64" json:"owner_id"`
+	MemberIds []int64 `thrift:"member_ids,3" frugal:"3,default,list<i64>" json:"member_ids"`
+}
+
+func NewCreateGroupReq() *CreateGroupReq {
+	return &CreateGroupReq{}
+}
+
+func (p *CreateGroupReq) InitDefault() {
+}
+
+func (p *CreateGroupReq) GetName() (v string) {
+	return p.Name
+}
+
+func (p *CreateGroupReq) GetOwnerId() (v int64) {
+	return p.OwnerId
+}
+
+func (p *CreateGroupReq) GetMemberIds() (v []int64) {
+	return p.MemberIds
+}
+func (p *CreateGroupReq) SetName(val string) {
+	p.Name = val
+}
+func (p *CreateGroupReq) SetOwnerId(val int64) {
+	p.OwnerId = val
+}
+func (p *CreateGroupReq) SetMemberIds(val []int64) {
+	p.MemberIds = val
+}
+
+func (p *CreateGroupReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("CreateGroupReq(%+v)", *p)
+}
+
+var fieldIDToName_CreateGroupReq = map[int16]string{
+	1: "name",
+	2: "owner_id",
+	3: "member_ids",
+}
+
+type CreateGroupResp struct {
+	Conversation *Conversation `thrift:"conversation,1" frugal:"1,default,Conversation" json:"conversation"`
+}
+
+func NewCreateGroupResp() *CreateGroupResp {
+	return &CreateGroupResp{}
+}
+
+func (p *CreateGroupResp) InitDefault() {
+}
+
+var CreateGroupResp_Conversation_DEFAULT *Conversation
+
+func (p *CreateGroupResp) GetConversation() (v *Conversation) {
+	if !p.IsSetConversation() {
+		return CreateGroupResp_Conversation_DEFAULT
+	}
+	return p.Conversation
+}
+func (p *CreateGroupResp) SetConversation(val *Conversation) {
+	p.Conversation = val
+}
+
+func (p *CreateGroupResp) IsSetConversation() bool {
+	return p.Conversation != nil
+}
+
+func (p *CreateGroupResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("CreateGroupResp(%+v)", *p)
+}
+
+var fieldIDToName_CreateGroupResp = map[int16]string{
+	1: "conversation",
+}
+
+type GetMemberReq struct {
+	ConversationId string `thrift:"conversation_id,1" frugal:"1,default,string" json:"conversation_id"`
+	UserId         int64  `thrift:"user_id,2" frugal:"2,default,i64" json:"user_id"`
+}
+
+func NewGetMemberReq() *GetMemberReq {
+	return &GetMemberReq{}
+}
+
+func (p *GetMemberReq) InitDefault() {
+}
+
+func (p *GetMemberReq) GetConversationId() (v string) {
+	return p.ConversationId
+}
+
+func (p *GetMemberReq) GetUserId() (v int64) {
+	return p.UserId
+}
+func (p *GetMemberReq) SetConversationId(val string) {
+	p.ConversationId = val
+}
+func (p *GetMemberReq) SetUserId(val int64) {
+	p.UserId = val
+}
+
+func (p *GetMemberReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("GetMemberReq(%+v)", *p)
+}
+
+var fieldIDToName_GetMemberReq = map[int16]string{
+	1: "conversation_id",
+	2: "user_id",
+}
+
+type GetMemberResp struct {
+	Found  bool    `thrift:"found,1" frugal:"1,default,bool" json:"found"`
+	Member *Member `thrift:"member,2" frugal:"2,default,Member" json:"member"`
+}
+
+func NewGetMemberResp() *GetMemberResp {
+	return &GetMemberResp{}
+}
+
+func (p *GetMemberResp) InitDefault() {
+}
+
+func (p *GetMemberResp) GetFound() (v bool) {
+	return p.Found
+}
+
+var GetMemberResp_Member_DEFAULT *Member
+
+func (p *GetMemberResp) GetMember() (v *Member) {
+	if !p.IsSetMember() {
+		return GetMemberResp_Member_DEFAULT
+	}
+	return p.Member
+}
+func (p *GetMemberResp) SetFound(val bool) {
+	p.Found = val
+}
+func (p *GetMemberResp) SetMember(val *Member) {
+	p.Member = val
+}
+
+func (p *GetMemberResp) IsSetMember() bool {
+	return p.Member != nil
+}
+
+func (p *GetMemberResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("GetMemberResp(%+v)", *p)
+}
+
+var fieldIDToName_GetMemberResp = map[int16]string{
+	1: "found",
+	2: "member",
+}
+
+type ListMembersReq struct {
+	ConversationId string `thrift:"conversation_id,1" frugal:"1,default,string" json:"conversation_id"`
+	AfterUserId    int64  `thrift:"after_user_id,2" frugal:"2,default,i64" json:"after_user_id"`
+	Limit          int32  `thrift:"limit,3" frugal:"3,default,i32" json:"limit"`
+}
+
+func NewListMembersReq() *ListMembersReq {
+	return &ListMembersReq{}
+}
+
+func (p *ListMembersReq) InitDefault() {
+}
+
+func (p *ListMembersReq) GetConversationId() (v string) {
+	return p.ConversationId
+}
+
+func (p *ListMembersReq) GetAfterUserId() (v int64) {
+	return p.AfterUserId
+}
+
+func (p *ListMembersReq) GetLimit() (v int32) {
+	return p.Limit
+}
+func (p *ListMembersReq) SetConversationId(val string) {
+	p.ConversationId = val
+}
+func (p *ListMembersReq) SetAfterUserId(val int64) {
+	p.AfterUserId = val
+}
+func (p *ListMembersReq) SetLimit(val int32) {
+	p.Limit = val
+}
+
+func (p *ListMembersReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("ListMembersReq(%+v)", *p)
+}
+
+var fieldIDToName_ListMembersReq = map[int16]string{
+	1: "conversation_id",
+	2: "after_user_id",
+	3: "limit",
+}
+
+type ListMembersResp struct {
+	Members []*Member `thrift:"members,1" frugal:"1,default,list<Member>" json:"members"`
+}
+
+func NewListMembersResp() *ListMembersResp {
+	return &ListMembersResp{}
+}
+
+func (p *ListMembersResp) InitDefault() {
+}
+
+func (p *ListMembersResp) GetMembers() (v []*Member) {
+	return p.Members
+}
+func (p *ListMembersResp) SetMembers(val []*Member) {
+	p.Members = val
+}
+
+func (p *ListMembersResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("ListMembersResp(%+v)", *p)
+}
+
+var fieldIDToName_ListMembersResp = map[int16]string{
+	1: "members",
+}
+
+type AddMembersReq struct {
+	ConversationId string  `thrift:"conversation_id,1" frugal:"1,default,string" json:"conversation_id"`
+	UserIds        []int64 `thrift:"user_ids,2" frugal:"2,default,list<i64>" json:"user_ids"`
+}
+
+func NewAddMembersReq() *AddMembersReq {
+	return &AddMembersReq{}
+}
+
+func (p *AddMembersReq) InitDefault() {
+}
+
+func (p *AddMembersReq) GetConversationId() (v string) {
+	return p.ConversationId
+}
+
+func (p *AddMembersReq) GetUserIds() (v []int64) {
+	return p.UserIds
+}
+func (p *AddMembersReq) SetConversationId(val string) {
+	p.ConversationId = val
+}
+func (p *AddMembersReq) SetUserIds(val []int64) {
+	p.UserIds = val
+}
+
+func (p *AddMembersReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("AddMembersReq(%+v)", *p)
+}
+
+var fieldIDToName_AddMembersReq = map[int16]string{
+	1: "conversation_id",
+	2: "user_ids",
+}
+
+type AddMembersResp struct {
+	Added        []int64       `thrift:"added,1" frugal:"1,default,list<i64>" json:"added"`
+	Conversation *Conversation `thrift:"conversation,2" frugal:"2,default,Conversation" json:"conversation"`
+}
+
+func NewAddMembersResp() *AddMembersResp {
+	return &AddMembersResp{}
+}
+
+func (p *AddMembersResp) InitDefault() {
+}
+
+func (p *AddMembersResp) GetAdded() (v []int64) {
+	return p.Added
+}
+
+var AddMembersResp_Conversation_DEFAULT *Conversation
+
+func (p *AddMembersResp) GetConversation() (v *Conversation) {
+	if !p.IsSetConversation() {
+		return AddMembersResp_Conversation_DEFAULT
+	}
+	return p.Conversation
+}
+func (p *AddMembersResp) SetAdded(val []int64) {
+	p.Added = val
+}
+func (p *AddMembersResp) SetConversation(val *Conversation) {
+	p.Conversation = val
+}
+
+func (p *AddMembersResp) IsSetConversation() bool {
+	return p.Conversation != nil
+}
+
+func (p *AddMembersResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("AddMembersResp(%+v)", *p)
+}
+
+var fieldIDToName_AddMembersResp = map[int16]string{
+	1: "added",
+	2: "conversation",
+}
+
+type RemoveMemberReq struct {
+	ConversationId string `thrift:"conversation_id,1" frugal:"1,default,string" json:"conversation_id"`
+	UserId         int64  `thrift:"user_id,2" frugal:"2,default,i64" json:"user_id"`
+}
+
+func NewRemoveMemberReq() *RemoveMemberReq {
+	return &RemoveMemberReq{}
+}
+
+func (p *RemoveMemberReq) InitDefault() {
+}
+
+func (p *RemoveMemberReq) GetConversationId() (v string) {
+	return p.ConversationId
+}
+
+func (p *RemoveMemberReq) GetUserId() (v int64) {
+	return p.UserId
+}
+func (p *RemoveMemberReq) SetConversationId(val string) {
+	p.ConversationId = val
+}
+func (p *RemoveMemberReq) SetUserId(val int64) {
+	p.UserId = val
+}
+
+func (p *RemoveMemberReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RemoveMemberReq(%+v)", *p)
+}
+
+var fieldIDToName_RemoveMemberReq = map[int16]string{
+	1: "conversation_id",
+	2: "user_id",
+}
+
+type RemoveMemberResp struct {
+	Removed      bool          `thrift:"removed,1" frugal:"1,default,bool" json:"removed"`
+	Conversation *Conversation `thrift:"conversation,2" frugal:"2,default,Conversation" json:"conversation"`
+}
+
+func NewRemoveMemberResp() *RemoveMemberResp {
+	return &RemoveMemberResp{}
+}
+
+func (p *RemoveMemberResp) InitDefault() {
+}
+
+func (p *RemoveMemberResp) GetRemoved() (v bool) {
+	return p.Removed
+}
+
+var RemoveMemberResp_Conversation_DEFAULT *Conversation
+
+func (p *RemoveMemberResp) GetConversation() (v *Conversation) {
+	if !p.IsSetConversation() {
+		return RemoveMemberResp_Conversation_DEFAULT
+	}
+	return p.Conversation
+}
+func (p *RemoveMemberResp) SetRemoved(val bool) {
+	p.Removed = val
+}
+func (p *RemoveMemberResp) SetConversation(val *Conversation) {
+	p.Conversation = val
+}
+
+func (p *RemoveMemberResp) IsSetConversation() bool {
+	return p.Conversation != nil
+}
+
+func (p *RemoveMemberResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RemoveMemberResp(%+v)", *p)
+}
+
+var fieldIDToName_RemoveMemberResp = map[int16]string{
+	1: "removed",
+	2: "conversation",
+}
+
+type ListPeersReq struct {
+	UserId int64 `thrift:"user_id,1" frugal:"1,default,i64" json:"user_id"`
+}
+
+func NewListPeersReq() *ListPeersReq {
+	return &ListPeersReq{}
+}
+
+func (p *ListPeersReq) InitDefault() {
+}
+
+func (p *ListPeersReq) GetUserId() (v int64) {
+	return p.UserId
+}
+func (p *ListPeersReq) SetUserId(val int64) {
+	p.UserId = val
+}
+
+func (p *ListPeersReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("ListPeersReq(%+v)", *p)
+}
+
+var fieldIDToName_ListPeersReq = map[int16]string{
+	1: "user_id",
+}
+
+type ListPeersResp struct {
+	UserIds []int64 `thrift:"user_ids,1" frugal:"1,default,list<i64>" json:"user_ids"`
+}
+
+func NewListPeersResp() *ListPeersResp {
+	return &ListPeersResp{}
+}
+
+func (p *ListPeersResp) InitDefault() {
+}
+
+func (p *ListPeersResp) GetUserIds() (v []int64) {
+	return p.UserIds
+}
+func (p *ListPeersResp) SetUserIds(val []int64) {
+	p.UserIds = val
+}
+
+func (p *ListPeersResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("ListPeersResp(%+v)", *p)
+}
+
+var fieldIDToName_ListPeersResp = map[int16]string{
+	1: "user_ids",
+}
+
+type ConnectReq struct {
+	UserId    int64  `thrift:"user_id,1" frugal:"1,default,i64" json:"user_id"`
+	GatewayId string `thrift:"gateway_id,2" frugal:"2,default,string" json:"gateway_id"`
+}
+
+func NewConnectReq() *ConnectReq {
+	return &ConnectReq{}
+}
+
+func (p *ConnectReq) InitDefault() {
+}
+
+func (p *ConnectReq) GetUserId() (v int64) {
+	return p.UserId
+}
+
+func (p *ConnectReq) GetGatewayId() (v string) {
+	return p.GatewayId
+}
+func (p *ConnectReq) SetUserId(val int64) {
+	p.UserId = val
+}
+func (p *ConnectReq) SetGatewayId(val string) {
+	p.GatewayId = val
+}
+
+func (p *ConnectReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("ConnectReq(%+v)", *p)
+}
+
+var fieldIDToName_ConnectReq = map[int16]string{
+	1: "user_id",
+	2: "gateway_id",
+}
+
+type ConnectResp struct {
+	First bool `thrift:"first,1" frugal:"1,default,bool" json:"first"`
+}
+
+func NewConnectResp() *ConnectResp {
+	return &ConnectResp{}
+}
+
+func (p *ConnectResp) InitDefault() {
+}
+
+func (p *ConnectResp) GetFirst() (v bool) {
+	return p.First
+}
+func (p *ConnectResp) SetFirst(val bool) {
+	p.First = val
+}
+
+func (p *ConnectResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("ConnectResp(%+v)", *p)
+}
+
+var fieldIDToName_ConnectResp = map[int16]string{
+	1: "first",
+}
+
+type DisconnectReq struct {
+	UserId    int64  `thrift:"user_id,1" frugal:"1,default,i64" json:"user_id"`
+	GatewayId string `thrift:"gateway_id,2" frugal:"2,default,string" json:"gateway_id"`
+}
+
+func NewDisconnectReq() *DisconnectReq {
+	return &DisconnectReq{}
+}
+
+func (p *DisconnectReq) InitDefault() {
+}
+
+func (p *DisconnectReq) GetUserId() (v int64) {
+	return p.UserId
+}
+
+func (p *DisconnectReq) GetGatewayId() (v string) {
+	return p.GatewayId
+}
+func (p *DisconnectReq) SetUserId(val int64) {
+	p.UserId = val
+}
+func (p *DisconnectReq) SetGatewayId(val string) {
+	p.GatewayId = val
+}
+
+func (p *DisconnectReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("DisconnectReq(%+v)", *p)
+}
+
+var fieldIDToName_DisconnectReq = map[int16]string{
+	1: "user_id",
+	2: "gateway_id",
+}
+
+type DisconnectResp struct {
+	Last bool `thrift:"last,1" frugal:"1,default,bool" json:"last"`
+}
+
+func NewDisconnectResp() *DisconnectResp {
+	return &DisconnectResp{}
+}
+
+func (p *DisconnectResp) InitDefault() {
+}
+
+func (p *DisconnectResp) GetLast() (v bool) {
+	return p.Last
+}
+func (p *DisconnectResp) SetLast(val bool) {
+	p.Last = val
+}
+
+func (p *DisconnectResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("DisconnectResp(%+v)", *p)
+}
+
+var fieldIDToName_DisconnectResp = map[int16]string{
+	1: "last",
+}
+
+type RefreshRoutesReq struct {
+	GatewayId string  `thrift:"gateway_id,1" frugal:"1,default,string" json:"gateway_id"`
+	UserIds   []int64 `thrift:"user_ids,2" frugal:"2,default,list<i64>" json:"user_ids"`
+}
+
+func NewRefreshRoutesReq() *RefreshRoutesReq {
+	return &RefreshRoutesReq{}
+}
+
+func (p *RefreshRoutesReq) InitDefault() {
+}
+
+func (p *RefreshRoutesReq) GetGatewayId() (v string) {
+	return p.GatewayId
+}
+
+func (p *RefreshRoutesReq) GetUserIds() (v []int64) {
+	return p.UserIds
+}
+func (p *RefreshRoutesReq) SetGatewayId(val string) {
+	p.GatewayId = val
+}
+func (p *RefreshRoutesReq) SetUserIds(val []int64) {
+	p.UserIds = val
+}
+
+func (p *RefreshRoutesReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RefreshRoutesReq(%+v)", *p)
+}
+
+var fieldIDToName_RefreshRoutesReq = map[int16]string{
+	1: "gateway_id",
+	2: "user_ids",
+}
+
+type RefreshRoutesResp struct {
+}
+
+func NewRefreshRoutesResp() *RefreshRoutesResp {
+	return &RefreshRoutesResp{}
+}
+
+func (p *RefreshRoutesResp) InitDefault() {
+}
+
+func (p *RefreshRoutesResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RefreshRoutesResp(%+v)", *p)
+}
+
+var fieldIDToName_RefreshRoutesResp = map[int16]string{}
+
+type GetRoutesReq struct {
+	UserIds []int64 `thrift:"user_ids,1" frugal:"1,default,list<i64>" json:"user_ids"`
+}
+
+func NewGetRoutesReq() *GetRoutesReq {
+	return &GetRoutesReq{}
+}
+
+func (p *GetRoutesReq) InitDefault() {
+}
+
+func (p *GetRoutesReq) GetUserIds() (v []int64) {
+	return p.UserIds
+}
+func (p *GetRoutesReq) SetUserIds(val []int64) {
+	p.UserIds = val
+}
+
+func (p *GetRoutesReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("GetRoutesReq(%+v)", *p)
+}
+
+var fieldIDToName_GetRoutesReq = map[int16]string{
+	1: "user_ids",
+}
+
+type GetRoutesResp struct {
+	Routes map[int64][]string `thrift:"routes,1" frugal:"1,default,map<i64:list<string>>" json:"routes"`
+}
+
+func NewGetRoutesResp() *GetRoutesResp {
+	return &GetRoutesResp{}
+}
+
+func (p *GetRoutesResp) InitDefault() {
+}
+
+func (p *GetRoutesResp) GetRoutes() (v map[int64][]string) {
+	return p.Routes
+}
+func (p *GetRoutesResp) SetRoutes(val map[int64][]string) {
+	p.Routes = val
+}
+
+func (p *GetRoutesResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("GetRoutesResp(%+v)", *p)
+}
+
+var fieldIDToName_GetRoutesResp = map[int16]string{
+	1: "routes",
+}
+
 type PingReq struct {
 }
 
@@ -1104,6 +2129,32 @@ type RepoService interface {
 	RevokeToken(ctx context.Context, req *RevokeTokenReq) (r *RevokeTokenResp, err error)
 
 	IsRevoked(ctx context.Context, req *IsRevokedReq) (r *IsRevokedResp, err error)
+
+	AddFriend(ctx context.Context, req *AddFriendReq) (r *AddFriendResp, err error)
+
+	ListFriends(ctx context.Context, req *ListFriendsReq) (r *ListFriendsResp, err error)
+
+	EnsureSingle(ctx context.Context, req *EnsureSingleReq) (r *EnsureSingleResp, err error)
+
+	CreateGroup(ctx context.Context, req *CreateGroupReq) (r *CreateGroupResp, err error)
+
+	GetMember(ctx context.Context, req *GetMemberReq) (r *GetMemberResp, err error)
+
+	ListMembers(ctx context.Context, req *ListMembersReq) (r *ListMembersResp, err error)
+
+	AddMembers(ctx context.Context, req *AddMembersReq) (r *AddMembersResp, err error)
+
+	RemoveMember(ctx context.Context, req *RemoveMemberReq) (r *RemoveMemberResp, err error)
+
+	ListPeers(ctx context.Context, req *ListPeersReq) (r *ListPeersResp, err error)
+
+	Connect(ctx context.Context, req *ConnectReq) (r *ConnectResp, err error)
+
+	Disconnect(ctx context.Context, req *DisconnectReq) (r *DisconnectResp, err error)
+
+	RefreshRoutes(ctx context.Context, req *RefreshRoutesReq) (r *RefreshRoutesResp, err error)
+
+	GetRoutes(ctx context.Context, req *GetRoutesReq) (r *GetRoutesResp, err error)
 }
 
 type RepoServicePingArgs struct {
@@ -1939,5 +2990,993 @@ func (p *RepoServiceIsRevokedResult) String() string {
 }
 
 var fieldIDToName_RepoServiceIsRevokedResult = map[int16]string{
+	0: "success",
+}
+
+type RepoServiceAddFriendArgs struct {
+	Req *AddFriendReq `thrift:"req,1" frugal:"1,default,AddFriendReq" json:"req"`
+}
+
+func NewRepoServiceAddFriendArgs() *RepoServiceAddFriendArgs {
+	return &RepoServiceAddFriendArgs{}
+}
+
+func (p *RepoServiceAddFriendArgs) InitDefault() {
+}
+
+var RepoServiceAddFriendArgs_Req_DEFAULT *AddFriendReq
+
+func (p *RepoServiceAddFriendArgs) GetReq() (v *AddFriendReq) {
+	if !p.IsSetReq() {
+		return RepoServiceAddFriendArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *RepoServiceAddFriendArgs) SetReq(val *AddFriendReq) {
+	p.Req = val
+}
+
+func (p *RepoServiceAddFriendArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *RepoServiceAddFriendArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceAddFriendArgs(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceAddFriendArgs = map[int16]string{
+	1: "req",
+}
+
+type RepoServiceAddFriendResult struct {
+	Success *AddFriendResp `thrift:"success,0,optional" frugal:"0,optional,AddFriendResp" json:"success,omitempty"`
+}
+
+func NewRepoServiceAddFriendResult() *RepoServiceAddFriendResult {
+	return &RepoServiceAddFriendResult{}
+}
+
+func (p *RepoServiceAddFriendResult) InitDefault() {
+}
+
+var RepoServiceAddFriendResult_Success_DEFAULT *AddFriendResp
+
+func (p *RepoServiceAddFriendResult) GetSuccess() (v *AddFriendResp) {
+	if !p.IsSetSuccess() {
+		return RepoServiceAddFriendResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *RepoServiceAddFriendResult) SetSuccess(x interface{}) {
+	p.Success = x.(*AddFriendResp)
+}
+
+func (p *RepoServiceAddFriendResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *RepoServiceAddFriendResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceAddFriendResult(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceAddFriendResult = map[int16]string{
+	0: "success",
+}
+
+type RepoServiceListFriendsArgs struct {
+	Req *ListFriendsReq `thrift:"req,1" frugal:"1,default,ListFriendsReq" json:"req"`
+}
+
+func NewRepoServiceListFriendsArgs() *RepoServiceListFriendsArgs {
+	return &RepoServiceListFriendsArgs{}
+}
+
+func (p *RepoServiceListFriendsArgs) InitDefault() {
+}
+
+var RepoServiceListFriendsArgs_Req_DEFAULT *ListFriendsReq
+
+func (p *RepoServiceListFriendsArgs) GetReq() (v *ListFriendsReq) {
+	if !p.IsSetReq() {
+		return RepoServiceListFriendsArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *RepoServiceListFriendsArgs) SetReq(val *ListFriendsReq) {
+	p.Req = val
+}
+
+func (p *RepoServiceListFriendsArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *RepoServiceListFriendsArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceListFriendsArgs(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceListFriendsArgs = map[int16]string{
+	1: "req",
+}
+
+type RepoServiceListFriendsResult struct {
+	Success *ListFriendsResp `thrift:"success,0,optional" frugal:"0,optional,ListFriendsResp" json:"success,omitempty"`
+}
+
+func NewRepoServiceListFriendsResult() *RepoServiceListFriendsResult {
+	return &RepoServiceListFriendsResult{}
+}
+
+func (p *RepoServiceListFriendsResult) InitDefault() {
+}
+
+var RepoServiceListFriendsResult_Success_DEFAULT *ListFriendsResp
+
+func (p *RepoServiceListFriendsResult) GetSuccess() (v *ListFriendsResp) {
+	if !p.IsSetSuccess() {
+		return RepoServiceListFriendsResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *RepoServiceListFriendsResult) SetSuccess(x interface{}) {
+	p.Success = x.(*ListFriendsResp)
+}
+
+func (p *RepoServiceListFriendsResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *RepoServiceListFriendsResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceListFriendsResult(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceListFriendsResult = map[int16]string{
+	0: "success",
+}
+
+type RepoServiceEnsureSingleArgs struct {
+	Req *EnsureSingleReq `thrift:"req,1" frugal:"1,default,EnsureSingleReq" json:"req"`
+}
+
+func NewRepoServiceEnsureSingleArgs() *RepoServiceEnsureSingleArgs {
+	return &RepoServiceEnsureSingleArgs{}
+}
+
+func (p *RepoServiceEnsureSingleArgs) InitDefault() {
+}
+
+var RepoServiceEnsureSingleArgs_Req_DEFAULT *EnsureSingleReq
+
+func (p *RepoServiceEnsureSingleArgs) GetReq() (v *EnsureSingleReq) {
+	if !p.IsSetReq() {
+		return RepoServiceEnsureSingleArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *RepoServiceEnsureSingleArgs) SetReq(val *EnsureSingleReq) {
+	p.Req = val
+}
+
+func (p *RepoServiceEnsureSingleArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *RepoServiceEnsureSingleArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceEnsureSingleArgs(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceEnsureSingleArgs = map[int16]string{
+	1: "req",
+}
+
+type RepoServiceEnsureSingleResult struct {
+	Success *EnsureSingleResp `thrift:"success,0,optional" frugal:"0,optional,EnsureSingleResp" json:"success,omitempty"`
+}
+
+func NewRepoServiceEnsureSingleResult() *RepoServiceEnsureSingleResult {
+	return &RepoServiceEnsureSingleResult{}
+}
+
+func (p *RepoServiceEnsureSingleResult) InitDefault() {
+}
+
+var RepoServiceEnsureSingleResult_Success_DEFAULT *EnsureSingleResp
+
+func (p *RepoServiceEnsureSingleResult) GetSuccess() (v *EnsureSingleResp) {
+	if !p.IsSetSuccess() {
+		return RepoServiceEnsureSingleResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *RepoServiceEnsureSingleResult) SetSuccess(x interface{}) {
+	p.Success = x.(*EnsureSingleResp)
+}
+
+func (p *RepoServiceEnsureSingleResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *RepoServiceEnsureSingleResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceEnsureSingleResult(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceEnsureSingleResult = map[int16]string{
+	0: "success",
+}
+
+type RepoServiceCreateGroupArgs struct {
+	Req *CreateGroupReq `thrift:"req,1" frugal:"1,default,CreateGroupReq" json:"req"`
+}
+
+func NewRepoServiceCreateGroupArgs() *RepoServiceCreateGroupArgs {
+	return &RepoServiceCreateGroupArgs{}
+}
+
+func (p *RepoServiceCreateGroupArgs) InitDefault() {
+}
+
+var RepoServiceCreateGroupArgs_Req_DEFAULT *CreateGroupReq
+
+func (p *RepoServiceCreateGroupArgs) GetReq() (v *CreateGroupReq) {
+	if !p.IsSetReq() {
+		return RepoServiceCreateGroupArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *RepoServiceCreateGroupArgs) SetReq(val *CreateGroupReq) {
+	p.Req = val
+}
+
+func (p *RepoServiceCreateGroupArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *RepoServiceCreateGroupArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceCreateGroupArgs(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceCreateGroupArgs = map[int16]string{
+	1: "req",
+}
+
+type RepoServiceCreateGroupResult struct {
+	Success *CreateGroupResp `thrift:"success,0,optional" frugal:"0,optional,CreateGroupResp" json:"success,omitempty"`
+}
+
+func NewRepoServiceCreateGroupResult() *RepoServiceCreateGroupResult {
+	return &RepoServiceCreateGroupResult{}
+}
+
+func (p *RepoServiceCreateGroupResult) InitDefault() {
+}
+
+var RepoServiceCreateGroupResult_Success_DEFAULT *CreateGroupResp
+
+func (p *RepoServiceCreateGroupResult) GetSuccess() (v *CreateGroupResp) {
+	if !p.IsSetSuccess() {
+		return RepoServiceCreateGroupResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *RepoServiceCreateGroupResult) SetSuccess(x interface{}) {
+	p.Success = x.(*CreateGroupResp)
+}
+
+func (p *RepoServiceCreateGroupResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *RepoServiceCreateGroupResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceCreateGroupResult(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceCreateGroupResult = map[int16]string{
+	0: "success",
+}
+
+type RepoServiceGetMemberArgs struct {
+	Req *GetMemberReq `thrift:"req,1" frugal:"1,default,GetMemberReq" json:"req"`
+}
+
+func NewRepoServiceGetMemberArgs() *RepoServiceGetMemberArgs {
+	return &RepoServiceGetMemberArgs{}
+}
+
+func (p *RepoServiceGetMemberArgs) InitDefault() {
+}
+
+var RepoServiceGetMemberArgs_Req_DEFAULT *GetMemberReq
+
+func (p *RepoServiceGetMemberArgs) GetReq() (v *GetMemberReq) {
+	if !p.IsSetReq() {
+		return RepoServiceGetMemberArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *RepoServiceGetMemberArgs) SetReq(val *GetMemberReq) {
+	p.Req = val
+}
+
+func (p *RepoServiceGetMemberArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *RepoServiceGetMemberArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceGetMemberArgs(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceGetMemberArgs = map[int16]string{
+	1: "req",
+}
+
+type RepoServiceGetMemberResult struct {
+	Success *GetMemberResp `thrift:"success,0,optional" frugal:"0,optional,GetMemberResp" json:"success,omitempty"`
+}
+
+func NewRepoServiceGetMemberResult() *RepoServiceGetMemberResult {
+	return &RepoServiceGetMemberResult{}
+}
+
+func (p *RepoServiceGetMemberResult) InitDefault() {
+}
+
+var RepoServiceGetMemberResult_Success_DEFAULT *GetMemberResp
+
+func (p *RepoServiceGetMemberResult) GetSuccess() (v *GetMemberResp) {
+	if !p.IsSetSuccess() {
+		return RepoServiceGetMemberResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *RepoServiceGetMemberResult) SetSuccess(x interface{}) {
+	p.Success = x.(*GetMemberResp)
+}
+
+func (p *RepoServiceGetMemberResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *RepoServiceGetMemberResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceGetMemberResult(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceGetMemberResult = map[int16]string{
+	0: "success",
+}
+
+type RepoServiceListMembersArgs struct {
+	Req *ListMembersReq `thrift:"req,1" frugal:"1,default,ListMembersReq" json:"req"`
+}
+
+func NewRepoServiceListMembersArgs() *RepoServiceListMembersArgs {
+	return &RepoServiceListMembersArgs{}
+}
+
+func (p *RepoServiceListMembersArgs) InitDefault() {
+}
+
+var RepoServiceListMembersArgs_Req_DEFAULT *ListMembersReq
+
+func (p *RepoServiceListMembersArgs) GetReq() (v *ListMembersReq) {
+	if !p.IsSetReq() {
+		return RepoServiceListMembersArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *RepoServiceListMembersArgs) SetReq(val *ListMembersReq) {
+	p.Req = val
+}
+
+func (p *RepoServiceListMembersArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *RepoServiceListMembersArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceListMembersArgs(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceListMembersArgs = map[int16]string{
+	1: "req",
+}
+
+type RepoServiceListMembersResult struct {
+	Success *ListMembersResp `thrift:"success,0,optional" frugal:"0,optional,ListMembersResp" json:"success,omitempty"`
+}
+
+func NewRepoServiceListMembersResult() *RepoServiceListMembersResult {
+	return &RepoServiceListMembersResult{}
+}
+
+func (p *RepoServiceListMembersResult) InitDefault() {
+}
+
+var RepoServiceListMembersResult_Success_DEFAULT *ListMembersResp
+
+func (p *RepoServiceListMembersResult) GetSuccess() (v *ListMembersResp) {
+	if !p.IsSetSuccess() {
+		return RepoServiceListMembersResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *RepoServiceListMembersResult) SetSuccess(x interface{}) {
+	p.Success = x.(*ListMembersResp)
+}
+
+func (p *RepoServiceListMembersResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *RepoServiceListMembersResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceListMembersResult(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceListMembersResult = map[int16]string{
+	0: "success",
+}
+
+type RepoServiceAddMembersArgs struct {
+	Req *AddMembersReq `thrift:"req,1" frugal:"1,default,AddMembersReq" json:"req"`
+}
+
+func NewRepoServiceAddMembersArgs() *RepoServiceAddMembersArgs {
+	return &RepoServiceAddMembersArgs{}
+}
+
+func (p *RepoServiceAddMembersArgs) InitDefault() {
+}
+
+var RepoServiceAddMembersArgs_Req_DEFAULT *AddMembersReq
+
+func (p *RepoServiceAddMembersArgs) GetReq() (v *AddMembersReq) {
+	if !p.IsSetReq() {
+		return RepoServiceAddMembersArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *RepoServiceAddMembersArgs) SetReq(val *AddMembersReq) {
+	p.Req = val
+}
+
+func (p *RepoServiceAddMembersArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *RepoServiceAddMembersArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceAddMembersArgs(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceAddMembersArgs = map[int16]string{
+	1: "req",
+}
+
+type RepoServiceAddMembersResult struct {
+	Success *AddMembersResp `thrift:"success,0,optional" frugal:"0,optional,AddMembersResp" json:"success,omitempty"`
+}
+
+func NewRepoServiceAddMembersResult() *RepoServiceAddMembersResult {
+	return &RepoServiceAddMembersResult{}
+}
+
+func (p *RepoServiceAddMembersResult) InitDefault() {
+}
+
+var RepoServiceAddMembersResult_Success_DEFAULT *AddMembersResp
+
+func (p *RepoServiceAddMembersResult) GetSuccess() (v *AddMembersResp) {
+	if !p.IsSetSuccess() {
+		return RepoServiceAddMembersResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *RepoServiceAddMembersResult) SetSuccess(x interface{}) {
+	p.Success = x.(*AddMembersResp)
+}
+
+func (p *RepoServiceAddMembersResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *RepoServiceAddMembersResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceAddMembersResult(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceAddMembersResult = map[int16]string{
+	0: "success",
+}
+
+type RepoServiceRemoveMemberArgs struct {
+	Req *RemoveMemberReq `thrift:"req,1" frugal:"1,default,RemoveMemberReq" json:"req"`
+}
+
+func NewRepoServiceRemoveMemberArgs() *RepoServiceRemoveMemberArgs {
+	return &RepoServiceRemoveMemberArgs{}
+}
+
+func (p *RepoServiceRemoveMemberArgs) InitDefault() {
+}
+
+var RepoServiceRemoveMemberArgs_Req_DEFAULT *RemoveMemberReq
+
+func (p *RepoServiceRemoveMemberArgs) GetReq() (v *RemoveMemberReq) {
+	if !p.IsSetReq() {
+		return RepoServiceRemoveMemberArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *RepoServiceRemoveMemberArgs) SetReq(val *RemoveMemberReq) {
+	p.Req = val
+}
+
+func (p *RepoServiceRemoveMemberArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *RepoServiceRemoveMemberArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceRemoveMemberArgs(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceRemoveMemberArgs = map[int16]string{
+	1: "req",
+}
+
+type RepoServiceRemoveMemberResult struct {
+	Success *RemoveMemberResp `thrift:"success,0,optional" frugal:"0,optional,RemoveMemberResp" json:"success,omitempty"`
+}
+
+func NewRepoServiceRemoveMemberResult() *RepoServiceRemoveMemberResult {
+	return &RepoServiceRemoveMemberResult{}
+}
+
+func (p *RepoServiceRemoveMemberResult) InitDefault() {
+}
+
+var RepoServiceRemoveMemberResult_Success_DEFAULT *RemoveMemberResp
+
+func (p *RepoServiceRemoveMemberResult) GetSuccess() (v *RemoveMemberResp) {
+	if !p.IsSetSuccess() {
+		return RepoServiceRemoveMemberResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *RepoServiceRemoveMemberResult) SetSuccess(x interface{}) {
+	p.Success = x.(*RemoveMemberResp)
+}
+
+func (p *RepoServiceRemoveMemberResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *RepoServiceRemoveMemberResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceRemoveMemberResult(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceRemoveMemberResult = map[int16]string{
+	0: "success",
+}
+
+type RepoServiceListPeersArgs struct {
+	Req *ListPeersReq `thrift:"req,1" frugal:"1,default,ListPeersReq" json:"req"`
+}
+
+func NewRepoServiceListPeersArgs() *RepoServiceListPeersArgs {
+	return &RepoServiceListPeersArgs{}
+}
+
+func (p *RepoServiceListPeersArgs) InitDefault() {
+}
+
+var RepoServiceListPeersArgs_Req_DEFAULT *ListPeersReq
+
+func (p *RepoServiceListPeersArgs) GetReq() (v *ListPeersReq) {
+	if !p.IsSetReq() {
+		return RepoServiceListPeersArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *RepoServiceListPeersArgs) SetReq(val *ListPeersReq) {
+	p.Req = val
+}
+
+func (p *RepoServiceListPeersArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *RepoServiceListPeersArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceListPeersArgs(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceListPeersArgs = map[int16]string{
+	1: "req",
+}
+
+type RepoServiceListPeersResult struct {
+	Success *ListPeersResp `thrift:"success,0,optional" frugal:"0,optional,ListPeersResp" json:"success,omitempty"`
+}
+
+func NewRepoServiceListPeersResult() *RepoServiceListPeersResult {
+	return &RepoServiceListPeersResult{}
+}
+
+func (p *RepoServiceListPeersResult) InitDefault() {
+}
+
+var RepoServiceListPeersResult_Success_DEFAULT *ListPeersResp
+
+func (p *RepoServiceListPeersResult) GetSuccess() (v *ListPeersResp) {
+	if !p.IsSetSuccess() {
+		return RepoServiceListPeersResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *RepoServiceListPeersResult) SetSuccess(x interface{}) {
+	p.Success = x.(*ListPeersResp)
+}
+
+func (p *RepoServiceListPeersResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *RepoServiceListPeersResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceListPeersResult(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceListPeersResult = map[int16]string{
+	0: "success",
+}
+
+type RepoServiceConnectArgs struct {
+	Req *ConnectReq `thrift:"req,1" frugal:"1,default,ConnectReq" json:"req"`
+}
+
+func NewRepoServiceConnectArgs() *RepoServiceConnectArgs {
+	return &RepoServiceConnectArgs{}
+}
+
+func (p *RepoServiceConnectArgs) InitDefault() {
+}
+
+var RepoServiceConnectArgs_Req_DEFAULT *ConnectReq
+
+func (p *RepoServiceConnectArgs) GetReq() (v *ConnectReq) {
+	if !p.IsSetReq() {
+		return RepoServiceConnectArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *RepoServiceConnectArgs) SetReq(val *ConnectReq) {
+	p.Req = val
+}
+
+func (p *RepoServiceConnectArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *RepoServiceConnectArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceConnectArgs(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceConnectArgs = map[int16]string{
+	1: "req",
+}
+
+type RepoServiceConnectResult struct {
+	Success *ConnectResp `thrift:"success,0,optional" frugal:"0,optional,ConnectResp" json:"success,omitempty"`
+}
+
+func NewRepoServiceConnectResult() *RepoServiceConnectResult {
+	return &RepoServiceConnectResult{}
+}
+
+func (p *RepoServiceConnectResult) InitDefault() {
+}
+
+var RepoServiceConnectResult_Success_DEFAULT *ConnectResp
+
+func (p *RepoServiceConnectResult) GetSuccess() (v *ConnectResp) {
+	if !p.IsSetSuccess() {
+		return RepoServiceConnectResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *RepoServiceConnectResult) SetSuccess(x interface{}) {
+	p.Success = x.(*ConnectResp)
+}
+
+func (p *RepoServiceConnectResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *RepoServiceConnectResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceConnectResult(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceConnectResult = map[int16]string{
+	0: "success",
+}
+
+type RepoServiceDisconnectArgs struct {
+	Req *DisconnectReq `thrift:"req,1" frugal:"1,default,DisconnectReq" json:"req"`
+}
+
+func NewRepoServiceDisconnectArgs() *RepoServiceDisconnectArgs {
+	return &RepoServiceDisconnectArgs{}
+}
+
+func (p *RepoServiceDisconnectArgs) InitDefault() {
+}
+
+var RepoServiceDisconnectArgs_Req_DEFAULT *DisconnectReq
+
+func (p *RepoServiceDisconnectArgs) GetReq() (v *DisconnectReq) {
+	if !p.IsSetReq() {
+		return RepoServiceDisconnectArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *RepoServiceDisconnectArgs) SetReq(val *DisconnectReq) {
+	p.Req = val
+}
+
+func (p *RepoServiceDisconnectArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *RepoServiceDisconnectArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceDisconnectArgs(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceDisconnectArgs = map[int16]string{
+	1: "req",
+}
+
+type RepoServiceDisconnectResult struct {
+	Success *DisconnectResp `thrift:"success,0,optional" frugal:"0,optional,DisconnectResp" json:"success,omitempty"`
+}
+
+func NewRepoServiceDisconnectResult() *RepoServiceDisconnectResult {
+	return &RepoServiceDisconnectResult{}
+}
+
+func (p *RepoServiceDisconnectResult) InitDefault() {
+}
+
+var RepoServiceDisconnectResult_Success_DEFAULT *DisconnectResp
+
+func (p *RepoServiceDisconnectResult) GetSuccess() (v *DisconnectResp) {
+	if !p.IsSetSuccess() {
+		return RepoServiceDisconnectResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *RepoServiceDisconnectResult) SetSuccess(x interface{}) {
+	p.Success = x.(*DisconnectResp)
+}
+
+func (p *RepoServiceDisconnectResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *RepoServiceDisconnectResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceDisconnectResult(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceDisconnectResult = map[int16]string{
+	0: "success",
+}
+
+type RepoServiceRefreshRoutesArgs struct {
+	Req *RefreshRoutesReq `thrift:"req,1" frugal:"1,default,RefreshRoutesReq" json:"req"`
+}
+
+func NewRepoServiceRefreshRoutesArgs() *RepoServiceRefreshRoutesArgs {
+	return &RepoServiceRefreshRoutesArgs{}
+}
+
+func (p *RepoServiceRefreshRoutesArgs) InitDefault() {
+}
+
+var RepoServiceRefreshRoutesArgs_Req_DEFAULT *RefreshRoutesReq
+
+func (p *RepoServiceRefreshRoutesArgs) GetReq() (v *RefreshRoutesReq) {
+	if !p.IsSetReq() {
+		return RepoServiceRefreshRoutesArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *RepoServiceRefreshRoutesArgs) SetReq(val *RefreshRoutesReq) {
+	p.Req = val
+}
+
+func (p *RepoServiceRefreshRoutesArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *RepoServiceRefreshRoutesArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceRefreshRoutesArgs(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceRefreshRoutesArgs = map[int16]string{
+	1: "req",
+}
+
+type RepoServiceRefreshRoutesResult struct {
+	Success *RefreshRoutesResp `thrift:"success,0,optional" frugal:"0,optional,RefreshRoutesResp" json:"success,omitempty"`
+}
+
+func NewRepoServiceRefreshRoutesResult() *RepoServiceRefreshRoutesResult {
+	return &RepoServiceRefreshRoutesResult{}
+}
+
+func (p *RepoServiceRefreshRoutesResult) InitDefault() {
+}
+
+var RepoServiceRefreshRoutesResult_Success_DEFAULT *RefreshRoutesResp
+
+func (p *RepoServiceRefreshRoutesResult) GetSuccess() (v *RefreshRoutesResp) {
+	if !p.IsSetSuccess() {
+		return RepoServiceRefreshRoutesResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *RepoServiceRefreshRoutesResult) SetSuccess(x interface{}) {
+	p.Success = x.(*RefreshRoutesResp)
+}
+
+func (p *RepoServiceRefreshRoutesResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *RepoServiceRefreshRoutesResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceRefreshRoutesResult(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceRefreshRoutesResult = map[int16]string{
+	0: "success",
+}
+
+type RepoServiceGetRoutesArgs struct {
+	Req *GetRoutesReq `thrift:"req,1" frugal:"1,default,GetRoutesReq" json:"req"`
+}
+
+func NewRepoServiceGetRoutesArgs() *RepoServiceGetRoutesArgs {
+	return &RepoServiceGetRoutesArgs{}
+}
+
+func (p *RepoServiceGetRoutesArgs) InitDefault() {
+}
+
+var RepoServiceGetRoutesArgs_Req_DEFAULT *GetRoutesReq
+
+func (p *RepoServiceGetRoutesArgs) GetReq() (v *GetRoutesReq) {
+	if !p.IsSetReq() {
+		return RepoServiceGetRoutesArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *RepoServiceGetRoutesArgs) SetReq(val *GetRoutesReq) {
+	p.Req = val
+}
+
+func (p *RepoServiceGetRoutesArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *RepoServiceGetRoutesArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceGetRoutesArgs(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceGetRoutesArgs = map[int16]string{
+	1: "req",
+}
+
+type RepoServiceGetRoutesResult struct {
+	Success *GetRoutesResp `thrift:"success,0,optional" frugal:"0,optional,GetRoutesResp" json:"success,omitempty"`
+}
+
+func NewRepoServiceGetRoutesResult() *RepoServiceGetRoutesResult {
+	return &RepoServiceGetRoutesResult{}
+}
+
+func (p *RepoServiceGetRoutesResult) InitDefault() {
+}
+
+var RepoServiceGetRoutesResult_Success_DEFAULT *GetRoutesResp
+
+func (p *RepoServiceGetRoutesResult) GetSuccess() (v *GetRoutesResp) {
+	if !p.IsSetSuccess() {
+		return RepoServiceGetRoutesResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *RepoServiceGetRoutesResult) SetSuccess(x interface{}) {
+	p.Success = x.(*GetRoutesResp)
+}
+
+func (p *RepoServiceGetRoutesResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *RepoServiceGetRoutesResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceGetRoutesResult(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceGetRoutesResult = map[int16]string{
 	0: "success",
 }

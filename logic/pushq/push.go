@@ -24,11 +24,26 @@ type Message struct {
 	CreatedAtMs    int64  `json:"ts"`
 }
 
-// Push is one record on a push topic: the message once, plus who gets it on
-// the gateway that consumes the topic. Publish it keyed by Key so that one
-// conversation's pushes stay in seq order on every gateway.
+// Kinds of push. The zero Kind is a message, so records written before kinds
+// existed still decode.
+const (
+	KindMessage  = ""
+	KindPresence = "presence"
+)
+
+// Presence says that a user's first socket opened (Online) or last socket closed.
+type Presence struct {
+	UserID int64 `json:"user,string"`
+	Online bool  `json:"online"`
+}
+
+// Push is one record on a push topic: the message (or presence change) once,
+// plus who gets it on the gateway that consumes the topic. Publish it keyed by
+// Key so that one conversation's pushes stay in seq order on every gateway.
 type Push struct {
-	Message Message `json:"msg"`
+	Kind     string    `json:"kind,omitempty"`
+	Message  Message   `json:"msg,omitzero"`
+	Presence *Presence `json:"presence,omitempty"`
 	// Recipients are the user ids to deliver to on this gateway. Empty on the
 	// broadcast topic means every socket of the gateway.
 	Recipients []int64 `json:"to,omitempty"`
@@ -37,8 +52,14 @@ type Push struct {
 	OriginConn string `json:"origin,omitempty"`
 }
 
-// Key is the partition key for this push: its conversation id.
-func (p Push) Key() []byte { return []byte(p.Message.ConversationID) }
+// Key is the partition key for this push: its conversation id (a presence
+// change: the user id).
+func (p Push) Key() []byte {
+	if p.Kind == KindPresence && p.Presence != nil {
+		return []byte(fmt.Sprint("user:", p.Presence.UserID))
+	}
+	return []byte(p.Message.ConversationID)
+}
 
 // Encode returns the wire form (JSON) of p after checking the contract, so a
 // producer cannot publish what DecodePush would reject.
@@ -70,6 +91,19 @@ func DecodePush(b []byte) (Push, error) {
 
 // validate checks what a gateway needs to deliver the push correctly.
 func (p Push) validate() error {
+	switch p.Kind {
+	case KindMessage:
+	case KindPresence:
+		if p.Presence == nil || p.Presence.UserID <= 0 {
+			return fmt.Errorf("%w: presence without a user", ErrMalformed)
+		}
+		if len(p.Recipients) == 0 {
+			return fmt.Errorf("%w: presence without recipients", ErrMalformed)
+		}
+		return p.validateRecipients()
+	default:
+		return fmt.Errorf("%w: unknown kind %q", ErrMalformed, p.Kind)
+	}
 	m := p.Message
 	switch {
 	case m.ID <= 0:
@@ -79,15 +113,22 @@ func (p Push) validate() error {
 	case m.Seq <= 0:
 		return fmt.Errorf("%w: seq %d", ErrMalformed, m.Seq)
 	}
-	for _, uid := range p.Recipients {
-		if uid <= 0 {
-			return fmt.Errorf("%w: recipient %d", ErrMalformed, uid)
-		}
+	if err := p.validateRecipients(); err != nil {
+		return err
 	}
 	if p.OriginConn != "" {
 		gw, conn, ok := strings.Cut(p.OriginConn, "/")
 		if !ok || ValidateGatewayID(gw) != nil || conn == "" {
 			return fmt.Errorf("%w: origin %q (want <gatewayID>/<connID>)", ErrMalformed, p.OriginConn)
+		}
+	}
+	return nil
+}
+
+func (p Push) validateRecipients() error {
+	for _, uid := range p.Recipients {
+		if uid <= 0 {
+			return fmt.Errorf("%w: recipient %d", ErrMalformed, uid)
 		}
 	}
 	return nil

@@ -1,7 +1,9 @@
-// Package kv holds repo's volatile state: token revocations now, routes and presence
-// later. Two implementations: Redis (split topology) and Memory (one process). Nothing
-// here is the only copy of anything that must survive a restart of Redis: a lost
-// revocation list is the one exception, and it only lives as long as the token would.
+// Package kv holds repo's volatile state: token revocations, and routes (which
+// gateways hold a user's sockets), from which presence follows. Two
+// implementations: Redis (split topology) and Memory (one process). Nothing here is
+// the only copy of anything that must survive a restart of Redis: a lost revocation
+// list is the one exception, and it only lives as long as the token would. Lost
+// routes come back with the gateways' next refresh (see routes.go).
 package kv
 
 import (
@@ -13,18 +15,71 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// DefaultRouteTTL is how long a route lives after its last Connect or Refresh
+// unless WithRouteTTL says otherwise. Gateways refresh well within it.
+const DefaultRouteTTL = 90 * time.Second
+
+// Option configures Memory or Redis.
+type Option func(*options)
+
+type options struct {
+	routeTTL time.Duration
+	now      func() time.Time
+}
+
+func newOptions(opts []Option) options {
+	o := options{routeTTL: DefaultRouteTTL, now: time.Now}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// WithRouteTTL sets how long a (user, gateway) route lives after its last
+// Connect or Refresh; a gateway that stops refreshing loses its routes after
+// this long. Values under a millisecond keep the default.
+func WithRouteTTL(d time.Duration) Option {
+	return func(o *options) {
+		if d >= time.Millisecond {
+			o.routeTTL = d
+		}
+	}
+}
+
+// WithClock replaces time.Now, for tests of expiry. Memory only: Redis
+// expires routes by the Redis server's clock, which every repo process shares.
+func WithClock(now func() time.Time) Option {
+	return func(o *options) {
+		if now != nil {
+			o.now = now
+		}
+	}
+}
+
 // Memory is the in-process implementation. Safe for concurrent use.
 type Memory struct {
-	now func() time.Time
+	now      func() time.Time
+	routeTTL time.Duration
 
-	mu      sync.Mutex           // guards revoked and sweepAt
+	mu      sync.Mutex           // guards every field below
 	revoked map[string]time.Time // token id -> when the entry may be forgotten
-	sweepAt int                  // sweep expired entries when the map reaches this size
+	sweepAt int                  // sweep expired revocations when the map reaches this size
+
+	routes       map[int64]map[string]route // user -> gateway -> sockets there; see routes.go
+	routeSweepAt int                        // sweep expired routes when routes reaches this size
 }
 
 // NewMemory returns an empty in-process store.
-func NewMemory() *Memory {
-	return &Memory{now: time.Now, revoked: make(map[string]time.Time), sweepAt: 1024}
+func NewMemory(opts ...Option) *Memory {
+	o := newOptions(opts)
+	return &Memory{
+		now:          o.now,
+		routeTTL:     o.routeTTL,
+		revoked:      make(map[string]time.Time),
+		sweepAt:      1024,
+		routes:       make(map[int64]map[string]route),
+		routeSweepAt: 1024,
+	}
 }
 
 // Revoke remembers tokenID as revoked until the given time (the token's own expiry).
@@ -58,13 +113,15 @@ func (m *Memory) Ping(context.Context) error { return nil }
 
 // Redis is the go-redis implementation; every key starts with prefix.
 type Redis struct {
-	c      redis.UniversalClient
-	prefix string
+	c        redis.UniversalClient
+	prefix   string
+	routeTTL time.Duration
 }
 
 // NewRedis wraps an existing client. The caller owns (and closes) the client.
-func NewRedis(c redis.UniversalClient, prefix string) *Redis {
-	return &Redis{c: c, prefix: prefix}
+func NewRedis(c redis.UniversalClient, prefix string, opts ...Option) *Redis {
+	o := newOptions(opts)
+	return &Redis{c: c, prefix: prefix, routeTTL: o.routeTTL}
 }
 
 func (r *Redis) revokedKey(tokenID string) string { return r.prefix + "revoked:" + tokenID }

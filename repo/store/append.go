@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -75,10 +76,10 @@ type batch struct {
 // It is durable when it returns (the transaction committed). It assigns the
 // next gap-free seq of the conversation, a snowflake id and the creation time;
 // updates the conversation's last message; and moves the sender's read
-// pointer to the new seq. If m.ClientMsgID is set and (SenderID, ClientMsgID)
-// is already stored — earlier, in the same batch, or by another process at
-// the same moment — it stores nothing and returns the stored message with
-// duplicate = true. A missing conversation yields ErrNotFound and consumes no
+// pointer to the new seq (creating it in world; elsewhere only a member has
+// one). If m.ClientMsgID is set and (SenderID, ClientMsgID) is already stored
+// — earlier, in the same batch, or by another process at the same moment — it
+// stores nothing and returns the stored message with duplicate = true. A missing conversation yields ErrNotFound and consumes no
 // seq. See the comment at the top of this file for ctx cancellation.
 func (s *Store) Append(ctx context.Context, m Message) (stored Message, duplicate bool, err error) {
 	done, err := s.enter()
@@ -360,15 +361,28 @@ func (s *Store) write(ctx context.Context, items []*item) ([]outcome, error) {
 			return fmt.Errorf("insert %d messages: %w", len(rows), err)
 		}
 
-		// 4. The sender has read their own messages.
-		members := make([]memberRow, 0, len(readSeq))
+		// 4. The sender has read their own messages. World membership is
+		// implicit, so its rows are created here. Elsewhere the row is the
+		// membership and only membership changes create it: a message that
+		// raced with its sender's removal must not make them a member again.
+		var worldRows []memberRow
+		var others []memberKey
 		for _, k := range slices.SortedFunc(maps.Keys(readSeq), compareMemberKeys) {
-			members = append(members, memberRow{
-				ConversationID: k.conv, UserID: k.user, Role: roleMember,
+			if k.conv != WorldID {
+				others = append(others, k)
+				continue
+			}
+			worldRows = append(worldRows, memberRow{
+				ConversationID: k.conv, UserID: k.user, Role: RoleMember,
 				LastReadSeq: readSeq[k], JoinedAtMS: now,
 			})
 		}
-		if err := tx.Clauses(s.readSeqUpsert()).Create(&members).Error; err != nil {
+		if len(worldRows) > 0 {
+			if err := tx.Clauses(s.readSeqUpsert()).Create(&worldRows).Error; err != nil {
+				return fmt.Errorf("advance senders' read seq in world: %w", err)
+			}
+		}
+		if err := s.advanceReadSeqs(tx, others, readSeq); err != nil {
 			return fmt.Errorf("advance senders' read seq: %w", err)
 		}
 
@@ -403,6 +417,28 @@ func (s *Store) write(ctx context.Context, items []*item) ([]outcome, error) {
 		}
 	}
 	return outs, nil
+}
+
+// advanceReadSeqs moves existing read pointers forward to seq[k], in one
+// statement; keys without a member row are left alone.
+func (s *Store) advanceReadSeqs(tx *gorm.DB, keys []memberKey, seq map[memberKey]int64) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	args := make([]any, 0, 3*len(keys)+1)
+	pairs := make([][]any, len(keys))
+	b.WriteString("UPDATE conversation_members SET last_read_seq = ")
+	b.WriteString(s.greatest())
+	b.WriteString("(last_read_seq, CASE")
+	for i, k := range keys {
+		b.WriteString(" WHEN conversation_id = ? AND user_id = ? THEN ?")
+		args = append(args, k.conv, k.user, seq[k])
+		pairs[i] = []any{k.conv, k.user}
+	}
+	b.WriteString(" ELSE 0 END) WHERE (conversation_id, user_id) IN ?")
+	args = append(args, pairs)
+	return tx.Exec(b.String(), args...).Error
 }
 
 type memberKey struct {

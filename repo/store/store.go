@@ -37,7 +37,11 @@ var (
 	ErrClosed = errors.New("store: closed")
 	// ErrInvalid marks input the schema cannot hold (too long, not UTF-8, missing
 	// ids). It is rejected before it reaches a batch, so it cannot fail others.
+	// It also marks requests that make no sense for the target: befriending
+	// oneself, adding members to a conversation that is not a group.
 	ErrInvalid = errors.New("store: invalid argument")
+	// ErrAlreadyFriends is returned by AddFriend when the two users are friends.
+	ErrAlreadyFriends = errors.New("store: already friends")
 )
 
 // The world conversation exists in every store (Open creates it); membership
@@ -47,9 +51,20 @@ const (
 	TypeWorld = "world"
 )
 
-// roleMember is the role of member rows the store creates lazily to hold a
-// read pointer.
-const roleMember = "member"
+// Conversation types besides world. Membership of these is explicit: a member
+// row exists exactly for each member.
+const (
+	TypeSingle = "single"
+	TypeGroup  = "group"
+)
+
+// Member roles. World rows, created lazily to hold a read pointer, are
+// RoleMember too.
+const (
+	RoleOwner  = "owner"
+	RoleAdmin  = "admin"
+	RoleMember = "member"
+)
 
 // slowQuery is the threshold above which a statement is logged.
 const slowQuery = 200 * time.Millisecond
@@ -94,6 +109,16 @@ type Conversation struct {
 type UserConversation struct {
 	Conversation Conversation
 	ReadSeq      int64
+	// PeerID is the other member of a single conversation, 0 for the rest.
+	PeerID int64
+}
+
+// Member is one user's membership of a conversation.
+type Member struct {
+	UserID   int64
+	Role     string
+	ReadSeq  int64
+	JoinedAt time.Time
 }
 
 // Stats are cumulative counters of the append path, for metrics (design.md §7,
@@ -468,11 +493,13 @@ func (s *Store) ReadSeq(ctx context.Context, convID string, userID int64) (int64
 type userConvRow struct {
 	Conv        conversationRow `gorm:"embedded"`
 	LastReadSeq int64           `gorm:"column:last_read_seq"`
+	PeerID      int64           `gorm:"column:peer_id"`
 }
 
 // UserConversations returns every conversation userID is a member of, plus
 // world (always present: membership in it is implicit), most recently active
-// first.
+// first. Single conversations carry the other member's id in PeerID, found by
+// the same query.
 func (s *Store) UserConversations(ctx context.Context, userID int64) ([]UserConversation, error) {
 	done, err := s.enter()
 	if err != nil {
@@ -482,20 +509,26 @@ func (s *Store) UserConversations(ctx context.Context, userID int64) ([]UserConv
 	var rows []userConvRow
 	err = s.rdb.WithContext(ctx).
 		Table("conversation_members AS m").
-		Select("c.*, m.last_read_seq").
+		Select("c.*, m.last_read_seq, COALESCE(p.user_id, 0) AS peer_id").
 		Joins("JOIN conversations AS c ON c.id = m.conversation_id").
+		Joins("LEFT JOIN conversation_members AS p ON p.conversation_id = c.id AND c.type = ? AND p.user_id <> m.user_id", TypeSingle).
 		Where("m.user_id = ?", userID).
 		Scan(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("load conversations of user %d: %w", userID, err)
 	}
 	out := make([]UserConversation, 0, len(rows)+1)
-	hasWorld := false
+	seen := make(map[string]bool, len(rows))
 	for _, r := range rows {
-		hasWorld = hasWorld || r.Conv.ID == WorldID
-		out = append(out, UserConversation{Conversation: r.Conv.toConversation(), ReadSeq: r.LastReadSeq})
+		// A single conversation has exactly one other member by construction;
+		// should a second ever appear, the conversation is still listed once.
+		if seen[r.Conv.ID] {
+			continue
+		}
+		seen[r.Conv.ID] = true
+		out = append(out, UserConversation{Conversation: r.Conv.toConversation(), ReadSeq: r.LastReadSeq, PeerID: r.PeerID})
 	}
-	if !hasWorld {
+	if !seen[WorldID] {
 		world, err := s.conversation(ctx, WorldID)
 		if err != nil {
 			return nil, fmt.Errorf("load conversations of user %d: %w", userID, err)
@@ -512,10 +545,12 @@ func (s *Store) UserConversations(ctx context.Context, userID int64) ([]UserConv
 }
 
 // SetReadSeq moves userID's read pointer in convID forward to
-// min(seq, last_seq), or to last_seq when seq <= 0, and never backwards. It
-// creates the member row when missing (world membership is implicit, so world
-// rows only appear here); membership checks are the caller's job. It returns
-// the pointer after the update.
+// min(seq, last_seq), or to last_seq when seq <= 0, and never backwards. In
+// world it creates the member row when missing (membership there is implicit);
+// in other conversations the row is the membership, so a user without one
+// gets ErrNotFound instead of becoming a member. Membership checks are still
+// the caller's job: this only keeps a request that raced with a removal from
+// undoing it. It returns the pointer after the update.
 func (s *Store) SetReadSeq(ctx context.Context, convID string, userID, seq int64) (int64, error) {
 	done, err := s.enter()
 	if err != nil {
@@ -535,16 +570,24 @@ func (s *Store) SetReadSeq(ctx context.Context, convID string, userID, seq int64
 		if seq > 0 {
 			target = min(seq, target)
 		}
-		row := memberRow{ConversationID: convID, UserID: userID, Role: roleMember, LastReadSeq: target, JoinedAtMS: s.now().UnixMilli()}
-		if err := tx.Clauses(s.readSeqUpsert()).Create(&row).Error; err != nil {
-			return err
+		if convID == WorldID {
+			row := memberRow{ConversationID: convID, UserID: userID, Role: RoleMember, LastReadSeq: target, JoinedAtMS: s.now().UnixMilli()}
+			if err := tx.Clauses(s.readSeqUpsert()).Create(&row).Error; err != nil {
+				return err
+			}
+		} else {
+			err := tx.Exec("UPDATE conversation_members SET last_read_seq = "+s.greatest()+"(last_read_seq, ?) WHERE conversation_id = ? AND user_id = ?",
+				target, convID, userID).Error
+			if err != nil {
+				return err
+			}
 		}
 		var cur []int64
 		if err := tx.Model(&memberRow{}).Where("conversation_id = ? AND user_id = ?", convID, userID).Limit(1).Pluck("last_read_seq", &cur).Error; err != nil {
 			return err
 		}
 		if len(cur) == 0 {
-			return fmt.Errorf("member row vanished after upsert") // impossible inside the transaction
+			return fmt.Errorf("user %d is not a member: %w", userID, ErrNotFound)
 		}
 		readSeq = cur[0]
 		return nil
@@ -553,6 +596,14 @@ func (s *Store) SetReadSeq(ctx context.Context, convID string, userID, seq int64
 		return 0, fmt.Errorf("set read seq of user %d in %s: %w", userID, convID, err)
 	}
 	return readSeq, nil
+}
+
+// greatest is the two-argument maximum function of the driver's SQL.
+func (s *Store) greatest() string {
+	if s.driver == DriverMySQL {
+		return "GREATEST"
+	}
+	return "MAX"
 }
 
 // readSeqUpsert inserts a member row or moves an existing read pointer

@@ -54,6 +54,18 @@ func contractCases() []contractCase {
 		{"LeaderCancelStillCommitsFollowers", testLeaderCancel},
 		{"ReadSeq", testReadSeq},
 		{"UserConversations", testUserConversations},
+		{"AddFriend", testAddFriend},
+		{"AddFriendConcurrentBothDirections", testAddFriendConcurrent},
+		{"EnsureSingle", testEnsureSingle},
+		{"EnsureSingleConcurrent", testEnsureSingleConcurrent},
+		{"CreateGroup", testCreateGroup},
+		{"MembersAndWorld", testMembers},
+		{"AddMembers", testAddMembers},
+		{"AddMembersConcurrent", testAddMembersConcurrent},
+		{"RemoveMemberPassesOwnership", testRemoveMember},
+		{"RemovedMemberNotRevivedByAppend", testRemovedMemberNotRevived},
+		{"Peers", testPeers},
+		{"UserConversationsPeer", testUserConversationsPeer},
 		{"OpenTwiceAndConcurrently", testOpenTwice},
 		{"TwoStoresAppendConcurrently", testTwoStores},
 		{"Close", testClose},
@@ -111,8 +123,8 @@ func (h *harness) open(t *testing.T, opts ...func(*Config)) *Store {
 func window(d time.Duration) func(*Config) { return func(c *Config) { c.BatchWindow = d } }
 func maxBatch(n int) func(*Config)         { return func(c *Config) { c.MaxBatch = n } }
 
-// addConversation inserts a conversation row directly: creating conversations
-// is not part of this package's API yet.
+// addConversation inserts a bare conversation row directly, for tests of the
+// append path that need no members.
 func addConversation(t *testing.T, s *Store, id, typ string) {
 	t.Helper()
 	if err := s.wdb.Create(&conversationRow{ID: id, Type: typ, Name: id}).Error; err != nil {
@@ -458,6 +470,9 @@ func testConcurrentAppends(t *testing.T, h *harness) {
 func testFullBatch(t *testing.T, h *harness) {
 	s := h.open(t, window(time.Hour), maxBatch(10))
 	addConversation(t, s, "c", "group")
+	for i := range 10 {
+		addMember(t, s, "c", int64(i+1))
+	}
 
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
@@ -517,6 +532,9 @@ func testMissingConversation(t *testing.T, h *harness) {
 func testFailedBatchFallback(t *testing.T, h *harness) {
 	s := h.open(t, window(time.Hour), maxBatch(3))
 	addConversation(t, s, "c", "group")
+	for _, u := range []int64{1, 2, 3} {
+		addMember(t, s, "c", u)
+	}
 	errPoison := errors.New("poisoned")
 	s.hooks.beforeCommit = func(ms []Message) error {
 		for _, m := range ms {
@@ -649,7 +667,9 @@ func testReadSeq(t *testing.T, h *harness) {
 	s := h.open(t)
 	ctx := t.Context()
 	addConversation(t, s, "c", "group")
-	const sender, reader = 1, 2
+	const sender, reader, stranger = 1, 2, 3
+	addMember(t, s, "c", sender)
+	addMember(t, s, "c", reader)
 	for range 5 {
 		mustAppend(t, s, Message{ConversationID: "c", SenderID: sender, Content: "x"})
 	}
@@ -657,13 +677,29 @@ func testReadSeq(t *testing.T, h *harness) {
 		t.Errorf("sender's ReadSeq = %d, %v; want 5 (own messages are read)", got, err)
 	}
 	if got, err := s.ReadSeq(ctx, "c", reader); err != nil || got != 0 {
+		t.Errorf("ReadSeq of a member who never read = %d, %v; want 0", got, err)
+	}
+	if got, err := s.ReadSeq(ctx, "c", stranger); err != nil || got != 0 {
 		t.Errorf("ReadSeq without member row = %d, %v; want 0", got, err)
+	}
+	// Outside world the member row is the membership: SetReadSeq does not
+	// create one.
+	if _, err := s.SetReadSeq(ctx, "c", stranger, 1); !errors.Is(err, ErrNotFound) {
+		t.Errorf("SetReadSeq(non-member): err = %v, want ErrNotFound", err)
+	}
+	if _, ok, err := s.Member(ctx, "c", stranger); err != nil || ok {
+		t.Errorf("Member(non-member) after SetReadSeq = %v, %v; want not found", ok, err)
+	}
+	// In world it does: membership there is implicit.
+	mustAppend(t, s, Message{ConversationID: WorldID, SenderID: sender, Content: "w"})
+	if got, err := s.SetReadSeq(ctx, WorldID, reader, 0); err != nil || got != 1 {
+		t.Errorf("SetReadSeq(world, new row) = %d, %v; want 1", got, err)
 	}
 
 	steps := []struct {
 		set, want int64
 	}{
-		{3, 3},   // creates the row lazily
+		{3, 3},
 		{2, 3},   // never backwards
 		{100, 5}, // clamped to last_seq
 		{4, 5},

@@ -137,3 +137,16 @@ func (t *Table[S]) Users() int {
 	}
 	return n
 }
+
+// EachUser calls fn for every user with at least one socket, one shard at a time
+// under its read lock; fn must not block.
+func (t *Table[S]) EachUser(fn func(uid int64)) {
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.RLock()
+		for uid := range sh.users {
+			fn(uid)
+		}
+		sh.mu.RUnlock()
+	}
+}

@@ -6,6 +6,7 @@ package wire
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gochat/gochat/kitex_gen/logicapi"
@@ -138,6 +139,14 @@ func ConversationFrom(v *logicapi.ConversationView) Conversation {
 	case "world":
 		out.Target = WorldTarget{GroupID: "world", GroupName: "World", Avatar: c.Avatar,
 			Description: "The public room: everyone is here.", MemberCount: v.OnlineCount}
+	case "single":
+		if p := v.Peer; p != nil {
+			out.Target = Peer{UserID: ID(p.Id), Username: p.Username, Avatar: p.Avatar}
+		} else {
+			out.Target = Peer{}
+		}
+	case "group":
+		out.Target = GroupTarget{GroupID: GroupID(c.Id), GroupName: c.Name, Avatar: c.Avatar, MemberCount: c.MemberCount}
 	default:
 		out.Target = map[string]any{}
 	}
@@ -256,4 +265,62 @@ func Encode(typ string, data any) []byte {
 		panic("wire: encode frame: " + err.Error())
 	}
 	return b
+}
+
+// FriendOnline is the data of a friend-online frame.
+type FriendOnline struct {
+	UserID string `json:"userId"`
+	Online bool   `json:"online"`
+}
+
+// Peer is the target of a single conversation.
+type Peer struct {
+	UserID   string `json:"userId"`
+	Username string `json:"username"`
+	Avatar   string `json:"avatar"`
+}
+
+// GroupTarget is the target of a group conversation.
+type GroupTarget struct {
+	GroupID     string `json:"groupId"`
+	GroupName   string `json:"groupName"`
+	Avatar      string `json:"avatar"`
+	MemberCount int32  `json:"memberCount"`
+}
+
+// GroupMember is one member in group info.
+type GroupMember struct {
+	UserID   string `json:"userId"`
+	Username string `json:"username"`
+	Avatar   string `json:"avatar"`
+	Role     string `json:"role"`
+}
+
+// Group is the group info object of GET /groups/{groupId}.
+type Group struct {
+	GroupID     string        `json:"groupId"`
+	GroupName   string        `json:"groupName"`
+	Avatar      string        `json:"avatar"`
+	OwnerID     string        `json:"ownerId"`
+	MemberCount int32         `json:"memberCount"`
+	Members     []GroupMember `json:"members"`
+}
+
+// GroupID extracts the numeric group id of a group conversation id.
+func GroupID(convID string) string {
+	id, _ := strings.CutPrefix(convID, "group_")
+	return id
+}
+
+// GroupFrom converts the RPC type.
+func GroupFrom(g *logicapi.GroupInfo) Group {
+	c := g.Conversation
+	out := Group{
+		GroupID: GroupID(c.Id), GroupName: c.Name, Avatar: c.Avatar, OwnerID: ID(c.OwnerId),
+		MemberCount: c.MemberCount, Members: make([]GroupMember, 0, len(g.Members)),
+	}
+	for _, m := range g.Members {
+		out.Members = append(out.Members, GroupMember{UserID: ID(m.User.Id), Username: m.User.Username, Avatar: m.User.Avatar, Role: m.Role})
+	}
+	return out
 }

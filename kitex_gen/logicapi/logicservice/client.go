@@ -23,6 +23,18 @@ type Client interface {
 	ListMessages(ctx context.Context, req *logicapi.ListMessagesReq, callOptions ...callopt.Option) (r *logicapi.ListMessagesResp, err error)
 	MarkRead(ctx context.Context, req *logicapi.MarkReadReq, callOptions ...callopt.Option) (r *logicapi.MarkReadResp, err error)
 	Send(ctx context.Context, req *logicapi.SendReq, callOptions ...callopt.Option) (r *logicapi.SendResp, err error)
+	GetUserByName(ctx context.Context, req *logicapi.GetUserByNameReq, callOptions ...callopt.Option) (r *logicapi.GetUserResp, err error)
+	OnlineStatus(ctx context.Context, req *logicapi.OnlineStatusReq, callOptions ...callopt.Option) (r *logicapi.OnlineStatusResp, err error)
+	ListFriends(ctx context.Context, req *logicapi.ListFriendsReq, callOptions ...callopt.Option) (r *logicapi.ListFriendsResp, err error)
+	AddFriend(ctx context.Context, req *logicapi.AddFriendReq, callOptions ...callopt.Option) (r *logicapi.ConversationView, err error)
+	OpenConversation(ctx context.Context, req *logicapi.OpenConversationReq, callOptions ...callopt.Option) (r *logicapi.OpenConversationResp, err error)
+	CreateGroup(ctx context.Context, req *logicapi.CreateGroupReq, callOptions ...callopt.Option) (r *logicapi.GroupInfo, err error)
+	GetGroup(ctx context.Context, req *logicapi.GetGroupReq, callOptions ...callopt.Option) (r *logicapi.GroupInfo, err error)
+	AddGroupMembers(ctx context.Context, req *logicapi.AddGroupMembersReq, callOptions ...callopt.Option) (r *logicapi.GroupInfo, err error)
+	RemoveGroupMember(ctx context.Context, req *logicapi.RemoveGroupMemberReq, callOptions ...callopt.Option) (r *logicapi.RemoveGroupMemberResp, err error)
+	Connect(ctx context.Context, req *logicapi.ConnectReq, callOptions ...callopt.Option) (r *logicapi.ConnectResp, err error)
+	Disconnect(ctx context.Context, req *logicapi.DisconnectReq, callOptions ...callopt.Option) (r *logicapi.DisconnectResp, err error)
+	RefreshRoutes(ctx context.Context, req *logicapi.RefreshRoutesReq, callOptions ...callopt.Option) (r *logicapi.RefreshRoutesResp, err error)
 }
 
 // NewClient creates a client for the service defined in IDL.
@@ -107,4 +119,64 @@ func (p *kLogicServiceClient) MarkRead(ctx context.Context, req *logicapi.MarkRe
 func (p *kLogicServiceClient) Send(ctx context.Context, req *logicapi.SendReq, callOptions ...callopt.Option) (r *logicapi.SendResp, err error) {
 	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
 	return p.kClient.Send(ctx, req)
+}
+
+func (p *kLogicServiceClient) GetUserByName(ctx context.Context, req *logicapi.GetUserByNameReq, callOptions ...callopt.Option) (r *logicapi.GetUserResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.GetUserByName(ctx, req)
+}
+
+func (p *kLogicServiceClient) OnlineStatus(ctx context.Context, req *logicapi.OnlineStatusReq, callOptions ...callopt.Option) (r *logicapi.OnlineStatusResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.OnlineStatus(ctx, req)
+}
+
+func (p *kLogicServiceClient) ListFriends(ctx context.Context, req *logicapi.ListFriendsReq, callOptions ...callopt.Option) (r *logicapi.ListFriendsResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.ListFriends(ctx, req)
+}
+
+func (p *kLogicServiceClient) AddFriend(ctx context.Context, req *logicapi.AddFriendReq, callOptions ...callopt.Option) (r *logicapi.ConversationView, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.AddFriend(ctx, req)
+}
+
+func (p *kLogicServiceClient) OpenConversation(ctx context.Context, req *logicapi.OpenConversationReq, callOptions ...callopt.Option) (r *logicapi.OpenConversationResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.OpenConversation(ctx, req)
+}
+
+func (p *kLogicServiceClient) CreateGroup(ctx context.Context, req *logicapi.CreateGroupReq, callOptions ...callopt.Option) (r *logicapi.GroupInfo, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.CreateGroup(ctx, req)
+}
+
+func (p *kLogicServiceClient) GetGroup(ctx context.Context, req *logicapi.GetGroupReq, callOptions ...callopt.Option) (r *logicapi.GroupInfo, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.GetGroup(ctx, req)
+}
+
+func (p *kLogicServiceClient) AddGroupMembers(ctx context.Context, req *logicapi.AddGroupMembersReq, callOptions ...callopt.Option) (r *logicapi.GroupInfo, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.AddGroupMembers(ctx, req)
+}
+
+func (p *kLogicServiceClient) RemoveGroupMember(ctx context.Context, req *logicapi.RemoveGroupMemberReq, callOptions ...callopt.Option) (r *logicapi.RemoveGroupMemberResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.RemoveGroupMember(ctx, req)
+}
+
+func (p *kLogicServiceClient) Connect(ctx context.Context, req *logicapi.ConnectReq, callOptions ...callopt.Option) (r *logicapi.ConnectResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.Connect(ctx, req)
+}
+
+func (p *kLogicServiceClient) Disconnect(ctx context.Context, req *logicapi.DisconnectReq, callOptions ...callopt.Option) (r *logicapi.DisconnectResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.Disconnect(ctx, req)
+}
+
+func (p *kLogicServiceClient) RefreshRoutes(ctx context.Context, req *logicapi.RefreshRoutesReq, callOptions ...callopt.Option) (r *logicapi.RefreshRoutesResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.RefreshRoutes(ctx, req)
 }

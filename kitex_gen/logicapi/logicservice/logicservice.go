@@ -91,6 +91,90 @@ var serviceMethods = map[string]kitex.MethodInfo{
 		false,
 		kitex.WithStreamingMode(kitex.StreamingNone),
 	),
+	"GetUserByName": kitex.NewMethodInfo(
+		getUserByNameHandler,
+		newLogicServiceGetUserByNameArgs,
+		newLogicServiceGetUserByNameResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"OnlineStatus": kitex.NewMethodInfo(
+		onlineStatusHandler,
+		newLogicServiceOnlineStatusArgs,
+		newLogicServiceOnlineStatusResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"ListFriends": kitex.NewMethodInfo(
+		listFriendsHandler,
+		newLogicServiceListFriendsArgs,
+		newLogicServiceListFriendsResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"AddFriend": kitex.NewMethodInfo(
+		addFriendHandler,
+		newLogicServiceAddFriendArgs,
+		newLogicServiceAddFriendResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"OpenConversation": kitex.NewMethodInfo(
+		openConversationHandler,
+		newLogicServiceOpenConversationArgs,
+		newLogicServiceOpenConversationResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"CreateGroup": kitex.NewMethodInfo(
+		createGroupHandler,
+		newLogicServiceCreateGroupArgs,
+		newLogicServiceCreateGroupResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"GetGroup": kitex.NewMethodInfo(
+		getGroupHandler,
+		newLogicServiceGetGroupArgs,
+		newLogicServiceGetGroupResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"AddGroupMembers": kitex.NewMethodInfo(
+		addGroupMembersHandler,
+		newLogicServiceAddGroupMembersArgs,
+		newLogicServiceAddGroupMembersResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"RemoveGroupMember": kitex.NewMethodInfo(
+		removeGroupMemberHandler,
+		newLogicServiceRemoveGroupMemberArgs,
+		newLogicServiceRemoveGroupMemberResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"Connect": kitex.NewMethodInfo(
+		connectHandler,
+		newLogicServiceConnectArgs,
+		newLogicServiceConnectResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"Disconnect": kitex.NewMethodInfo(
+		disconnectHandler,
+		newLogicServiceDisconnectArgs,
+		newLogicServiceDisconnectResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"RefreshRoutes": kitex.NewMethodInfo(
+		refreshRoutesHandler,
+		newLogicServiceRefreshRoutesArgs,
+		newLogicServiceRefreshRoutesResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
 }
 
 var (
@@ -355,6 +439,222 @@ func newLogicServiceSendResult() interface{} {
 	return logicapi.NewLogicServiceSendResult()
 }
 
+func getUserByNameHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*logicapi.LogicServiceGetUserByNameArgs)
+	realResult := result.(*logicapi.LogicServiceGetUserByNameResult)
+	success, err := handler.(logicapi.LogicService).GetUserByName(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newLogicServiceGetUserByNameArgs() interface{} {
+	return logicapi.NewLogicServiceGetUserByNameArgs()
+}
+
+func newLogicServiceGetUserByNameResult() interface{} {
+	return logicapi.NewLogicServiceGetUserByNameResult()
+}
+
+func onlineStatusHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*logicapi.LogicServiceOnlineStatusArgs)
+	realResult := result.(*logicapi.LogicServiceOnlineStatusResult)
+	success, err := handler.(logicapi.LogicService).OnlineStatus(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newLogicServiceOnlineStatusArgs() interface{} {
+	return logicapi.NewLogicServiceOnlineStatusArgs()
+}
+
+func newLogicServiceOnlineStatusResult() interface{} {
+	return logicapi.NewLogicServiceOnlineStatusResult()
+}
+
+func listFriendsHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*logicapi.LogicServiceListFriendsArgs)
+	realResult := result.(*logicapi.LogicServiceListFriendsResult)
+	success, err := handler.(logicapi.LogicService).ListFriends(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newLogicServiceListFriendsArgs() interface{} {
+	return logicapi.NewLogicServiceListFriendsArgs()
+}
+
+func newLogicServiceListFriendsResult() interface{} {
+	return logicapi.NewLogicServiceListFriendsResult()
+}
+
+func addFriendHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*logicapi.LogicServiceAddFriendArgs)
+	realResult := result.(*logicapi.LogicServiceAddFriendResult)
+	success, err := handler.(logicapi.LogicService).AddFriend(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newLogicServiceAddFriendArgs() interface{} {
+	return logicapi.NewLogicServiceAddFriendArgs()
+}
+
+func newLogicServiceAddFriendResult() interface{} {
+	return logicapi.NewLogicServiceAddFriendResult()
+}
+
+func openConversationHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*logicapi.LogicServiceOpenConversationArgs)
+	realResult := result.(*logicapi.LogicServiceOpenConversationResult)
+	success, err := handler.(logicapi.LogicService).OpenConversation(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newLogicServiceOpenConversationArgs() interface{} {
+	return logicapi.NewLogicServiceOpenConversationArgs()
+}
+
+func newLogicServiceOpenConversationResult() interface{} {
+	return logicapi.NewLogicServiceOpenConversationResult()
+}
+
+func createGroupHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*logicapi.LogicServiceCreateGroupArgs)
+	realResult := result.(*logicapi.LogicServiceCreateGroupResult)
+	success, err := handler.(logicapi.LogicService).CreateGroup(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newLogicServiceCreateGroupArgs() interface{} {
+	return logicapi.NewLogicServiceCreateGroupArgs()
+}
+
+func newLogicServiceCreateGroupResult() interface{} {
+	return logicapi.NewLogicServiceCreateGroupResult()
+}
+
+func getGroupHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*logicapi.LogicServiceGetGroupArgs)
+	realResult := result.(*logicapi.LogicServiceGetGroupResult)
+	success, err := handler.(logicapi.LogicService).GetGroup(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newLogicServiceGetGroupArgs() interface{} {
+	return logicapi.NewLogicServiceGetGroupArgs()
+}
+
+func newLogicServiceGetGroupResult() interface{} {
+	return logicapi.NewLogicServiceGetGroupResult()
+}
+
+func addGroupMembersHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*logicapi.LogicServiceAddGroupMembersArgs)
+	realResult := result.(*logicapi.LogicServiceAddGroupMembersResult)
+	success, err := handler.(logicapi.LogicService).AddGroupMembers(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newLogicServiceAddGroupMembersArgs() interface{} {
+	return logicapi.NewLogicServiceAddGroupMembersArgs()
+}
+
+func newLogicServiceAddGroupMembersResult() interface{} {
+	return logicapi.NewLogicServiceAddGroupMembersResult()
+}
+
+func removeGroupMemberHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*logicapi.LogicServiceRemoveGroupMemberArgs)
+	realResult := result.(*logicapi.LogicServiceRemoveGroupMemberResult)
+	success, err := handler.(logicapi.LogicService).RemoveGroupMember(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newLogicServiceRemoveGroupMemberArgs() interface{} {
+	return logicapi.NewLogicServiceRemoveGroupMemberArgs()
+}
+
+func newLogicServiceRemoveGroupMemberResult() interface{} {
+	return logicapi.NewLogicServiceRemoveGroupMemberResult()
+}
+
+func connectHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*logicapi.LogicServiceConnectArgs)
+	realResult := result.(*logicapi.LogicServiceConnectResult)
+	success, err := handler.(logicapi.LogicService).Connect(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newLogicServiceConnectArgs() interface{} {
+	return logicapi.NewLogicServiceConnectArgs()
+}
+
+func newLogicServiceConnectResult() interface{} {
+	return logicapi.NewLogicServiceConnectResult()
+}
+
+func disconnectHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*logicapi.LogicServiceDisconnectArgs)
+	realResult := result.(*logicapi.LogicServiceDisconnectResult)
+	success, err := handler.(logicapi.LogicService).Disconnect(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newLogicServiceDisconnectArgs() interface{} {
+	return logicapi.NewLogicServiceDisconnectArgs()
+}
+
+func newLogicServiceDisconnectResult() interface{} {
+	return logicapi.NewLogicServiceDisconnectResult()
+}
+
+func refreshRoutesHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*logicapi.LogicServiceRefreshRoutesArgs)
+	realResult := result.(*logicapi.LogicServiceRefreshRoutesResult)
+	success, err := handler.(logicapi.LogicService).RefreshRoutes(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newLogicServiceRefreshRoutesArgs() interface{} {
+	return logicapi.NewLogicServiceRefreshRoutesArgs()
+}
+
+func newLogicServiceRefreshRoutesResult() interface{} {
+	return logicapi.NewLogicServiceRefreshRoutesResult()
+}
+
 type kClient struct {
 	c client.Client
 }
@@ -470,6 +770,126 @@ func (p *kClient) Send(ctx context.Context, req *logicapi.SendReq) (r *logicapi.
 	_args.Req = req
 	var _result logicapi.LogicServiceSendResult
 	if err = p.c.Call(ctx, "Send", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) GetUserByName(ctx context.Context, req *logicapi.GetUserByNameReq) (r *logicapi.GetUserResp, err error) {
+	var _args logicapi.LogicServiceGetUserByNameArgs
+	_args.Req = req
+	var _result logicapi.LogicServiceGetUserByNameResult
+	if err = p.c.Call(ctx, "GetUserByName", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) OnlineStatus(ctx context.Context, req *logicapi.OnlineStatusReq) (r *logicapi.OnlineStatusResp, err error) {
+	var _args logicapi.LogicServiceOnlineStatusArgs
+	_args.Req = req
+	var _result logicapi.LogicServiceOnlineStatusResult
+	if err = p.c.Call(ctx, "OnlineStatus", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) ListFriends(ctx context.Context, req *logicapi.ListFriendsReq) (r *logicapi.ListFriendsResp, err error) {
+	var _args logicapi.LogicServiceListFriendsArgs
+	_args.Req = req
+	var _result logicapi.LogicServiceListFriendsResult
+	if err = p.c.Call(ctx, "ListFriends", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) AddFriend(ctx context.Context, req *logicapi.AddFriendReq) (r *logicapi.ConversationView, err error) {
+	var _args logicapi.LogicServiceAddFriendArgs
+	_args.Req = req
+	var _result logicapi.LogicServiceAddFriendResult
+	if err = p.c.Call(ctx, "AddFriend", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) OpenConversation(ctx context.Context, req *logicapi.OpenConversationReq) (r *logicapi.OpenConversationResp, err error) {
+	var _args logicapi.LogicServiceOpenConversationArgs
+	_args.Req = req
+	var _result logicapi.LogicServiceOpenConversationResult
+	if err = p.c.Call(ctx, "OpenConversation", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) CreateGroup(ctx context.Context, req *logicapi.CreateGroupReq) (r *logicapi.GroupInfo, err error) {
+	var _args logicapi.LogicServiceCreateGroupArgs
+	_args.Req = req
+	var _result logicapi.LogicServiceCreateGroupResult
+	if err = p.c.Call(ctx, "CreateGroup", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) GetGroup(ctx context.Context, req *logicapi.GetGroupReq) (r *logicapi.GroupInfo, err error) {
+	var _args logicapi.LogicServiceGetGroupArgs
+	_args.Req = req
+	var _result logicapi.LogicServiceGetGroupResult
+	if err = p.c.Call(ctx, "GetGroup", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) AddGroupMembers(ctx context.Context, req *logicapi.AddGroupMembersReq) (r *logicapi.GroupInfo, err error) {
+	var _args logicapi.LogicServiceAddGroupMembersArgs
+	_args.Req = req
+	var _result logicapi.LogicServiceAddGroupMembersResult
+	if err = p.c.Call(ctx, "AddGroupMembers", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) RemoveGroupMember(ctx context.Context, req *logicapi.RemoveGroupMemberReq) (r *logicapi.RemoveGroupMemberResp, err error) {
+	var _args logicapi.LogicServiceRemoveGroupMemberArgs
+	_args.Req = req
+	var _result logicapi.LogicServiceRemoveGroupMemberResult
+	if err = p.c.Call(ctx, "RemoveGroupMember", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) Connect(ctx context.Context, req *logicapi.ConnectReq) (r *logicapi.ConnectResp, err error) {
+	var _args logicapi.LogicServiceConnectArgs
+	_args.Req = req
+	var _result logicapi.LogicServiceConnectResult
+	if err = p.c.Call(ctx, "Connect", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) Disconnect(ctx context.Context, req *logicapi.DisconnectReq) (r *logicapi.DisconnectResp, err error) {
+	var _args logicapi.LogicServiceDisconnectArgs
+	_args.Req = req
+	var _result logicapi.LogicServiceDisconnectResult
+	if err = p.c.Call(ctx, "Disconnect", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) RefreshRoutes(ctx context.Context, req *logicapi.RefreshRoutesReq) (r *logicapi.RefreshRoutesResp, err error) {
+	var _args logicapi.LogicServiceRefreshRoutesArgs
+	_args.Req = req
+	var _result logicapi.LogicServiceRefreshRoutesResult
+	if err = p.c.Call(ctx, "RefreshRoutes", &_args, &_result); err != nil {
 		return
 	}
 	return _result.GetSuccess(), nil

@@ -22,6 +22,19 @@ type Client interface {
 	SetReadSeq(ctx context.Context, req *repoapi.SetReadSeqReq, callOptions ...callopt.Option) (r *repoapi.SetReadSeqResp, err error)
 	RevokeToken(ctx context.Context, req *repoapi.RevokeTokenReq, callOptions ...callopt.Option) (r *repoapi.RevokeTokenResp, err error)
 	IsRevoked(ctx context.Context, req *repoapi.IsRevokedReq, callOptions ...callopt.Option) (r *repoapi.IsRevokedResp, err error)
+	AddFriend(ctx context.Context, req *repoapi.AddFriendReq, callOptions ...callopt.Option) (r *repoapi.AddFriendResp, err error)
+	ListFriends(ctx context.Context, req *repoapi.ListFriendsReq, callOptions ...callopt.Option) (r *repoapi.ListFriendsResp, err error)
+	EnsureSingle(ctx context.Context, req *repoapi.EnsureSingleReq, callOptions ...callopt.Option) (r *repoapi.EnsureSingleResp, err error)
+	CreateGroup(ctx context.Context, req *repoapi.CreateGroupReq, callOptions ...callopt.Option) (r *repoapi.CreateGroupResp, err error)
+	GetMember(ctx context.Context, req *repoapi.GetMemberReq, callOptions ...callopt.Option) (r *repoapi.GetMemberResp, err error)
+	ListMembers(ctx context.Context, req *repoapi.ListMembersReq, callOptions ...callopt.Option) (r *repoapi.ListMembersResp, err error)
+	AddMembers(ctx context.Context, req *repoapi.AddMembersReq, callOptions ...callopt.Option) (r *repoapi.AddMembersResp, err error)
+	RemoveMember(ctx context.Context, req *repoapi.RemoveMemberReq, callOptions ...callopt.Option) (r *repoapi.RemoveMemberResp, err error)
+	ListPeers(ctx context.Context, req *repoapi.ListPeersReq, callOptions ...callopt.Option) (r *repoapi.ListPeersResp, err error)
+	Connect(ctx context.Context, req *repoapi.ConnectReq, callOptions ...callopt.Option) (r *repoapi.ConnectResp, err error)
+	Disconnect(ctx context.Context, req *repoapi.DisconnectReq, callOptions ...callopt.Option) (r *repoapi.DisconnectResp, err error)
+	RefreshRoutes(ctx context.Context, req *repoapi.RefreshRoutesReq, callOptions ...callopt.Option) (r *repoapi.RefreshRoutesResp, err error)
+	GetRoutes(ctx context.Context, req *repoapi.GetRoutesReq, callOptions ...callopt.Option) (r *repoapi.GetRoutesResp, err error)
 }
 
 // NewClient creates a client for the service defined in IDL.
@@ -106,4 +119,69 @@ func (p *kRepoServiceClient) RevokeToken(ctx context.Context, req *repoapi.Revok
 func (p *kRepoServiceClient) IsRevoked(ctx context.Context, req *repoapi.IsRevokedReq, callOptions ...callopt.Option) (r *repoapi.IsRevokedResp, err error) {
 	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
 	return p.kClient.IsRevoked(ctx, req)
+}
+
+func (p *kRepoServiceClient) AddFriend(ctx context.Context, req *repoapi.AddFriendReq, callOptions ...callopt.Option) (r *repoapi.AddFriendResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.AddFriend(ctx, req)
+}
+
+func (p *kRepoServiceClient) ListFriends(ctx context.Context, req *repoapi.ListFriendsReq, callOptions ...callopt.Option) (r *repoapi.ListFriendsResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.ListFriends(ctx, req)
+}
+
+func (p *kRepoServiceClient) EnsureSingle(ctx context.Context, req *repoapi.EnsureSingleReq, callOptions ...callopt.Option) (r *repoapi.EnsureSingleResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.EnsureSingle(ctx, req)
+}
+
+func (p *kRepoServiceClient) CreateGroup(ctx context.Context, req *repoapi.CreateGroupReq, callOptions ...callopt.Option) (r *repoapi.CreateGroupResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.CreateGroup(ctx, req)
+}
+
+func (p *kRepoServiceClient) GetMember(ctx context.Context, req *repoapi.GetMemberReq, callOptions ...callopt.Option) (r *repoapi.GetMemberResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.GetMember(ctx, req)
+}
+
+func (p *kRepoServiceClient) ListMembers(ctx context.Context, req *repoapi.ListMembersReq, callOptions ...callopt.Option) (r *repoapi.ListMembersResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.ListMembers(ctx, req)
+}
+
+func (p *kRepoServiceClient) AddMembers(ctx context.Context, req *repoapi.AddMembersReq, callOptions ...callopt.Option) (r *repoapi.AddMembersResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.AddMembers(ctx, req)
+}
+
+func (p *kRepoServiceClient) RemoveMember(ctx context.Context, req *repoapi.RemoveMemberReq, callOptions ...callopt.Option) (r *repoapi.RemoveMemberResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.RemoveMember(ctx, req)
+}
+
+func (p *kRepoServiceClient) ListPeers(ctx context.Context, req *repoapi.ListPeersReq, callOptions ...callopt.Option) (r *repoapi.ListPeersResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.ListPeers(ctx, req)
+}
+
+func (p *kRepoServiceClient) Connect(ctx context.Context, req *repoapi.ConnectReq, callOptions ...callopt.Option) (r *repoapi.ConnectResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.Connect(ctx, req)
+}
+
+func (p *kRepoServiceClient) Disconnect(ctx context.Context, req *repoapi.DisconnectReq, callOptions ...callopt.Option) (r *repoapi.DisconnectResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.Disconnect(ctx, req)
+}
+
+func (p *kRepoServiceClient) RefreshRoutes(ctx context.Context, req *repoapi.RefreshRoutesReq, callOptions ...callopt.Option) (r *repoapi.RefreshRoutesResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.RefreshRoutes(ctx, req)
+}
+
+func (p *kRepoServiceClient) GetRoutes(ctx context.Context, req *repoapi.GetRoutesReq, callOptions ...callopt.Option) (r *repoapi.GetRoutesResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.GetRoutes(ctx, req)
 }

@@ -90,6 +90,97 @@ var serviceMethods = map[string]kitex.MethodInfo{
 		false,
 		kitex.WithStreamingMode(kitex.StreamingNone),
 	),
+	"AddFriend": kitex.NewMethodInfo(
+		addFriendHandler,
+		newRepoServiceAddFriendArgs,
+		newRepoServiceAddFriendResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"ListFriends": kitex.NewMethodInfo(
+		listFriendsHandler,
+		newRepoServiceListFriendsArgs,
+		newRepoServiceListFriendsResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"EnsureSingle": kitex.NewMethodInfo(
+		ensureSingleHandler,
+		newRepoServiceEnsureSingleArgs,
+		newRepoServiceEnsureSingleResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"CreateGroup": kitex.NewMethodInfo(
+		createGroupHandler,
+		newRepoServiceCreateGroupArgs,
+		newRepoServiceCreateGroupResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"GetMember": kitex.NewMethodInfo(
+		getMemberHandler,
+		newRepoServiceGetMemberArgs,
+		newRepoServiceGetMemberResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"ListMembers": kitex.NewMethodInfo(
+		listMembersHandler,
+		newRepoServiceListMembersArgs,
+		newRepoServiceListMembersResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"AddMembers": kitex.NewMethodInfo(
+		addMembersHandler,
+		newRepoServiceAddMembersArgs,
+		newRepoServiceAddMembersResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"RemoveMember": kitex.NewMethodInfo(
+		removeMemberHandler,
+		newRepoServiceRemoveMemberArgs,
+		newRepoServiceRemoveMemberResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"ListPeers": kitex.NewMethodInfo(
+		listPeersHandler,
+		newRepoServiceListPeersArgs,
+		newRepoServiceListPeersResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"Connect": kitex.NewMethodInfo(
+		connectHandler,
+		newRepoServiceConnectArgs,
+		newRepoServiceConnectResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"Disconnect": kitex.NewMethodInfo(
+		disconnectHandler,
+		newRepoServiceDisconnectArgs,
+		newRepoServiceDisconnectResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"RefreshRoutes": kitex.NewMethodInfo(
+		refreshRoutesHandler,
+		newRepoServiceRefreshRoutesArgs,
+		newRepoServiceRefreshRoutesResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"GetRoutes": kitex.NewMethodInfo(
+		getRoutesHandler,
+		newRepoServiceGetRoutesArgs,
+		newRepoServiceGetRoutesResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
 }
 
 var (
@@ -354,6 +445,240 @@ func newRepoServiceIsRevokedResult() interface{} {
 	return repoapi.NewRepoServiceIsRevokedResult()
 }
 
+func addFriendHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*repoapi.RepoServiceAddFriendArgs)
+	realResult := result.(*repoapi.RepoServiceAddFriendResult)
+	success, err := handler.(repoapi.RepoService).AddFriend(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newRepoServiceAddFriendArgs() interface{} {
+	return repoapi.NewRepoServiceAddFriendArgs()
+}
+
+func newRepoServiceAddFriendResult() interface{} {
+	return repoapi.NewRepoServiceAddFriendResult()
+}
+
+func listFriendsHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*repoapi.RepoServiceListFriendsArgs)
+	realResult := result.(*repoapi.RepoServiceListFriendsResult)
+	success, err := handler.(repoapi.RepoService).ListFriends(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newRepoServiceListFriendsArgs() interface{} {
+	return repoapi.NewRepoServiceListFriendsArgs()
+}
+
+func newRepoServiceListFriendsResult() interface{} {
+	return repoapi.NewRepoServiceListFriendsResult()
+}
+
+func ensureSingleHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*repoapi.RepoServiceEnsureSingleArgs)
+	realResult := result.(*repoapi.RepoServiceEnsureSingleResult)
+	success, err := handler.(repoapi.RepoService).EnsureSingle(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newRepoServiceEnsureSingleArgs() interface{} {
+	return repoapi.NewRepoServiceEnsureSingleArgs()
+}
+
+func newRepoServiceEnsureSingleResult() interface{} {
+	return repoapi.NewRepoServiceEnsureSingleResult()
+}
+
+func createGroupHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*repoapi.RepoServiceCreateGroupArgs)
+	realResult := result.(*repoapi.RepoServiceCreateGroupResult)
+	success, err := handler.(repoapi.RepoService).CreateGroup(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newRepoServiceCreateGroupArgs() interface{} {
+	return repoapi.NewRepoServiceCreateGroupArgs()
+}
+
+func newRepoServiceCreateGroupResult() interface{} {
+	return repoapi.NewRepoServiceCreateGroupResult()
+}
+
+func getMemberHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*repoapi.RepoServiceGetMemberArgs)
+	realResult := result.(*repoapi.RepoServiceGetMemberResult)
+	success, err := handler.(repoapi.RepoService).GetMember(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newRepoServiceGetMemberArgs() interface{} {
+	return repoapi.NewRepoServiceGetMemberArgs()
+}
+
+func newRepoServiceGetMemberResult() interface{} {
+	return repoapi.NewRepoServiceGetMemberResult()
+}
+
+func listMembersHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*repoapi.RepoServiceListMembersArgs)
+	realResult := result.(*repoapi.RepoServiceListMembersResult)
+	success, err := handler.(repoapi.RepoService).ListMembers(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newRepoServiceListMembersArgs() interface{} {
+	return repoapi.NewRepoServiceListMembersArgs()
+}
+
+func newRepoServiceListMembersResult() interface{} {
+	return repoapi.NewRepoServiceListMembersResult()
+}
+
+func addMembersHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*repoapi.RepoServiceAddMembersArgs)
+	realResult := result.(*repoapi.RepoServiceAddMembersResult)
+	success, err := handler.(repoapi.RepoService).AddMembers(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newRepoServiceAddMembersArgs() interface{} {
+	return repoapi.NewRepoServiceAddMembersArgs()
+}
+
+func newRepoServiceAddMembersResult() interface{} {
+	return repoapi.NewRepoServiceAddMembersResult()
+}
+
+func removeMemberHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*repoapi.RepoServiceRemoveMemberArgs)
+	realResult := result.(*repoapi.RepoServiceRemoveMemberResult)
+	success, err := handler.(repoapi.RepoService).RemoveMember(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newRepoServiceRemoveMemberArgs() interface{} {
+	return repoapi.NewRepoServiceRemoveMemberArgs()
+}
+
+func newRepoServiceRemoveMemberResult() interface{} {
+	return repoapi.NewRepoServiceRemoveMemberResult()
+}
+
+func listPeersHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*repoapi.RepoServiceListPeersArgs)
+	realResult := result.(*repoapi.RepoServiceListPeersResult)
+	success, err := handler.(repoapi.RepoService).ListPeers(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newRepoServiceListPeersArgs() interface{} {
+	return repoapi.NewRepoServiceListPeersArgs()
+}
+
+func newRepoServiceListPeersResult() interface{} {
+	return repoapi.NewRepoServiceListPeersResult()
+}
+
+func connectHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*repoapi.RepoServiceConnectArgs)
+	realResult := result.(*repoapi.RepoServiceConnectResult)
+	success, err := handler.(repoapi.RepoService).Connect(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newRepoServiceConnectArgs() interface{} {
+	return repoapi.NewRepoServiceConnectArgs()
+}
+
+func newRepoServiceConnectResult() interface{} {
+	return repoapi.NewRepoServiceConnectResult()
+}
+
+func disconnectHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*repoapi.RepoServiceDisconnectArgs)
+	realResult := result.(*repoapi.RepoServiceDisconnectResult)
+	success, err := handler.(repoapi.RepoService).Disconnect(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newRepoServiceDisconnectArgs() interface{} {
+	return repoapi.NewRepoServiceDisconnectArgs()
+}
+
+func newRepoServiceDisconnectResult() interface{} {
+	return repoapi.NewRepoServiceDisconnectResult()
+}
+
+func refreshRoutesHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*repoapi.RepoServiceRefreshRoutesArgs)
+	realResult := result.(*repoapi.RepoServiceRefreshRoutesResult)
+	success, err := handler.(repoapi.RepoService).RefreshRoutes(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newRepoServiceRefreshRoutesArgs() interface{} {
+	return repoapi.NewRepoServiceRefreshRoutesArgs()
+}
+
+func newRepoServiceRefreshRoutesResult() interface{} {
+	return repoapi.NewRepoServiceRefreshRoutesResult()
+}
+
+func getRoutesHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*repoapi.RepoServiceGetRoutesArgs)
+	realResult := result.(*repoapi.RepoServiceGetRoutesResult)
+	success, err := handler.(repoapi.RepoService).GetRoutes(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newRepoServiceGetRoutesArgs() interface{} {
+	return repoapi.NewRepoServiceGetRoutesArgs()
+}
+
+func newRepoServiceGetRoutesResult() interface{} {
+	return repoapi.NewRepoServiceGetRoutesResult()
+}
+
 type kClient struct {
 	c client.Client
 }
@@ -469,6 +794,136 @@ func (p *kClient) IsRevoked(ctx context.Context, req *repoapi.IsRevokedReq) (r *
 	_args.Req = req
 	var _result repoapi.RepoServiceIsRevokedResult
 	if err = p.c.Call(ctx, "IsRevoked", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) AddFriend(ctx context.Context, req *repoapi.AddFriendReq) (r *repoapi.AddFriendResp, err error) {
+	var _args repoapi.RepoServiceAddFriendArgs
+	_args.Req = req
+	var _result repoapi.RepoServiceAddFriendResult
+	if err = p.c.Call(ctx, "AddFriend", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) ListFriends(ctx context.Context, req *repoapi.ListFriendsReq) (r *repoapi.ListFriendsResp, err error) {
+	var _args repoapi.RepoServiceListFriendsArgs
+	_args.Req = req
+	var _result repoapi.RepoServiceListFriendsResult
+	if err = p.c.Call(ctx, "ListFriends", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) EnsureSingle(ctx context.Context, req *repoapi.EnsureSingleReq) (r *repoapi.EnsureSingleResp, err error) {
+	var _args repoapi.RepoServiceEnsureSingleArgs
+	_args.Req = req
+	var _result repoapi.RepoServiceEnsureSingleResult
+	if err = p.c.Call(ctx, "EnsureSingle", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) CreateGroup(ctx context.Context, req *repoapi.CreateGroupReq) (r *repoapi.CreateGroupResp, err error) {
+	var _args repoapi.RepoServiceCreateGroupArgs
+	_args.Req = req
+	var _result repoapi.RepoServiceCreateGroupResult
+	if err = p.c.Call(ctx, "CreateGroup", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) GetMember(ctx context.Context, req *repoapi.GetMemberReq) (r *repoapi.GetMemberResp, err error) {
+	var _args repoapi.RepoServiceGetMemberArgs
+	_args.Req = req
+	var _result repoapi.RepoServiceGetMemberResult
+	if err = p.c.Call(ctx, "GetMember", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) ListMembers(ctx context.Context, req *repoapi.ListMembersReq) (r *repoapi.ListMembersResp, err error) {
+	var _args repoapi.RepoServiceListMembersArgs
+	_args.Req = req
+	var _result repoapi.RepoServiceListMembersResult
+	if err = p.c.Call(ctx, "ListMembers", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) AddMembers(ctx context.Context, req *repoapi.AddMembersReq) (r *repoapi.AddMembersResp, err error) {
+	var _args repoapi.RepoServiceAddMembersArgs
+	_args.Req = req
+	var _result repoapi.RepoServiceAddMembersResult
+	if err = p.c.Call(ctx, "AddMembers", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) RemoveMember(ctx context.Context, req *repoapi.RemoveMemberReq) (r *repoapi.RemoveMemberResp, err error) {
+	var _args repoapi.RepoServiceRemoveMemberArgs
+	_args.Req = req
+	var _result repoapi.RepoServiceRemoveMemberResult
+	if err = p.c.Call(ctx, "RemoveMember", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) ListPeers(ctx context.Context, req *repoapi.ListPeersReq) (r *repoapi.ListPeersResp, err error) {
+	var _args repoapi.RepoServiceListPeersArgs
+	_args.Req = req
+	var _result repoapi.RepoServiceListPeersResult
+	if err = p.c.Call(ctx, "ListPeers", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) Connect(ctx context.Context, req *repoapi.ConnectReq) (r *repoapi.ConnectResp, err error) {
+	var _args repoapi.RepoServiceConnectArgs
+	_args.Req = req
+	var _result repoapi.RepoServiceConnectResult
+	if err = p.c.Call(ctx, "Connect", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) Disconnect(ctx context.Context, req *repoapi.DisconnectReq) (r *repoapi.DisconnectResp, err error) {
+	var _args repoapi.RepoServiceDisconnectArgs
+	_args.Req = req
+	var _result repoapi.RepoServiceDisconnectResult
+	if err = p.c.Call(ctx, "Disconnect", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) RefreshRoutes(ctx context.Context, req *repoapi.RefreshRoutesReq) (r *repoapi.RefreshRoutesResp, err error) {
+	var _args repoapi.RepoServiceRefreshRoutesArgs
+	_args.Req = req
+	var _result repoapi.RepoServiceRefreshRoutesResult
+	if err = p.c.Call(ctx, "RefreshRoutes", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) GetRoutes(ctx context.Context, req *repoapi.GetRoutesReq) (r *repoapi.GetRoutesResp, err error) {
+	var _args repoapi.RepoServiceGetRoutesArgs
+	_args.Req = req
+	var _result repoapi.RepoServiceGetRoutesResult
+	if err = p.c.Call(ctx, "GetRoutes", &_args, &_result); err != nil {
 		return
 	}
 	return _result.GetSuccess(), nil

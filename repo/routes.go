@@ -1,0 +1,48 @@
+package repo
+
+import (
+	"context"
+
+	"github.com/gochat/gochat/kitex_gen/repoapi"
+)
+
+// Connect records one more socket of a user on a gateway.
+func (h *Handler) Connect(ctx context.Context, req *repoapi.ConnectReq) (*repoapi.ConnectResp, error) {
+	first, err := h.kv.Connect(ctx, req.UserId, req.GatewayId)
+	if err != nil {
+		return nil, h.toWire("connect", err)
+	}
+	return &repoapi.ConnectResp{First: first}, nil
+}
+
+// Disconnect records one socket fewer of a user on a gateway.
+func (h *Handler) Disconnect(ctx context.Context, req *repoapi.DisconnectReq) (*repoapi.DisconnectResp, error) {
+	last, err := h.kv.Disconnect(ctx, req.UserId, req.GatewayId)
+	if err != nil {
+		return nil, h.toWire("disconnect", err)
+	}
+	return &repoapi.DisconnectResp{Last: last}, nil
+}
+
+// RefreshRoutes keeps a gateway's routes alive for another route TTL.
+func (h *Handler) RefreshRoutes(ctx context.Context, req *repoapi.RefreshRoutesReq) (*repoapi.RefreshRoutesResp, error) {
+	if len(req.UserIds) > maxListIDs {
+		return nil, badRequest("too many user ids")
+	}
+	if err := h.kv.Refresh(ctx, req.GatewayId, req.UserIds); err != nil {
+		return nil, h.toWire("refresh routes", err)
+	}
+	return &repoapi.RefreshRoutesResp{}, nil
+}
+
+// GetRoutes returns the gateways of each online user among user_ids.
+func (h *Handler) GetRoutes(ctx context.Context, req *repoapi.GetRoutesReq) (*repoapi.GetRoutesResp, error) {
+	if len(req.UserIds) > maxListIDs {
+		return nil, badRequest("too many user ids")
+	}
+	routes, err := h.kv.Routes(ctx, req.UserIds)
+	if err != nil {
+		return nil, h.toWire("get routes", err)
+	}
+	return &repoapi.GetRoutesResp{Routes: routes}, nil
+}
