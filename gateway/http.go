@@ -495,6 +495,22 @@ func parseID(v wire.Flex, field string) (int64, *apiError) {
 	return id, nil
 }
 
+// memberIDs reads a list of user ids to add to a group. Unknown ids are skipped
+// (contract.md §3), and so are entries that are not ids at all: the client may send
+// whatever it has. Only the list's length is refused.
+func memberIDs(vs []wire.Flex, field string) ([]int64, *apiError) {
+	if len(vs) > 500 {
+		return nil, badRequest(field + " lists at most 500 ids")
+	}
+	ids := make([]int64, 0, len(vs))
+	for _, v := range vs {
+		if id, err := strconv.ParseInt(string(v), 10, 64); err == nil && id > 0 {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}
+
 // pathID reads a numeric id from the path; anything else is a 404 (no such resource).
 func pathID(c *app.RequestContext, name string) (int64, *apiError) {
 	id, err := strconv.ParseInt(c.Param(name), 10, 64)
@@ -603,16 +619,9 @@ func (g *Gateway) createGroup(ctx context.Context, c *app.RequestContext, s *log
 	if s.IsGuest {
 		return &apiError{http.StatusForbidden, base.ErrCode_GUEST_NOT_ALLOWED.String(), "guests cannot create groups"}
 	}
-	// Unknown member ids are skipped (contract.md §3), and so are ids that are not
-	// ids at all: the client may send anything it has.
-	var ids []int64
-	if len(req.Members) > 500 {
-		return badRequest("members lists at most 500 ids")
-	}
-	for _, m := range req.Members {
-		if id, err := strconv.ParseInt(string(m), 10, 64); err == nil && id > 0 {
-			ids = append(ids, id)
-		}
+	ids, aerr := memberIDs(req.Members, "members")
+	if aerr != nil {
+		return aerr
 	}
 	info, err := g.logic.CreateGroup(ctx, &logicapi.CreateGroupReq{UserId: s.UserId, IsGuest: s.IsGuest, Name: req.GroupName, MemberIds: ids})
 	if err != nil {
@@ -649,14 +658,9 @@ func (g *Gateway) addGroupMembers(ctx context.Context, c *app.RequestContext, s 
 	if err := g.decode(c, &req, false); err != nil {
 		return err
 	}
-	var ids []int64
-	if len(req.MemberIDs) > 500 {
-		return badRequest("memberIds lists at most 500 ids")
-	}
-	for _, m := range req.MemberIDs {
-		if v, err := strconv.ParseInt(string(m), 10, 64); err == nil && v > 0 {
-			ids = append(ids, v)
-		}
+	ids, aerr := memberIDs(req.MemberIDs, "memberIds")
+	if aerr != nil {
+		return aerr
 	}
 	info, err := g.logic.AddGroupMembers(ctx, &logicapi.AddGroupMembersReq{UserId: s.UserId, GroupId: id, MemberIds: ids})
 	if err != nil {
