@@ -153,18 +153,25 @@ func (g *Gateway) Run(ctx context.Context) error {
 		_ = ln.Close()
 		return fmt.Errorf("gateway: create topic %s: %w", own, err)
 	}
-	sub, err := g.bus.Subscribe(ctx, pushq.TopicBroadcast, g.onPush)
-	if err != nil {
-		_ = ln.Close()
-		return fmt.Errorf("gateway: subscribe %s: %w", pushq.TopicBroadcast, err)
+	var subs sync.WaitGroup
+	subCtx, stopSubs := context.WithCancel(ctx)
+	defer func() { stopSubs(); subs.Wait() }()
+	subscribed := make(chan struct{}, 2)
+	for _, topic := range []string{pushq.TopicBroadcast, own} {
+		subs.Add(1)
+		go func() {
+			defer subs.Done()
+			g.follow(subCtx, topic, subscribed)
+		}()
 	}
-	defer sub.Close()
-	ownSub, err := g.bus.Subscribe(ctx, own, g.onPush)
-	if err != nil {
-		_ = ln.Close()
-		return fmt.Errorf("gateway: subscribe %s: %w", own, err)
+	for range 2 {
+		select {
+		case <-subscribed:
+		case <-ctx.Done():
+			_ = ln.Close()
+			return nil
+		}
 	}
-	defer ownSub.Close()
 
 	var wg sync.WaitGroup
 	refreshCtx, stopRefresh := context.WithCancel(ctx)
@@ -203,15 +210,6 @@ func (g *Gateway) Run(ctx context.Context) error {
 		case err := <-errCh:
 			runErr = err
 			return err
-		case <-sub.Done():
-			// Without its push subscriptions the gateway would silently stop
-			// delivering; fail so the process is restarted (clients reconnect and
-			// recover by seq).
-			runErr = fmt.Errorf("gateway: broadcast subscription ended: %w", sub.Err())
-			return runErr
-		case <-ownSub.Done():
-			runErr = fmt.Errorf("gateway: own push subscription ended: %w", ownSub.Err())
-			return runErr
 		}
 	})
 	g.log.Info("gateway listening", "addr", ln.Addr().String(), "ws", g.cfg.WSPath)
@@ -236,15 +234,60 @@ func (g *Gateway) refreshRoutes(ctx context.Context) {
 		case <-t.C:
 		}
 		var ids []int64
-		g.sockets.EachUser(func(uid int64) { ids = append(ids, uid) })
+		var counts []int32
+		g.sockets.EachUser(func(uid int64, sockets int) {
+			ids = append(ids, uid)
+			counts = append(counts, int32(sockets))
+		})
 		for start := 0; start < len(ids); start += 1000 {
+			end := min(start+1000, len(ids))
 			cctx, cancel := g.callCtx(ctx)
-			_, err := g.logic.RefreshRoutes(cctx, &logicapi.RefreshRoutesReq{GatewayId: g.cfg.ID, UserIds: ids[start:min(start+1000, len(ids))]})
+			_, err := g.logic.RefreshRoutes(cctx, &logicapi.RefreshRoutesReq{GatewayId: g.cfg.ID, UserIds: ids[start:end], Counts: counts[start:end]})
 			cancel()
 			if err != nil {
 				g.log.Warn("refreshing routes failed", "users", len(ids), "err", err)
 				break
 			}
 		}
+	}
+}
+
+// follow keeps a subscription to topic alive until ctx is done: when the bus drops it
+// (broker gone, partition moved) it subscribes again with backoff, from the newest
+// offset. Pushes published in between are not delivered here; clients recover them
+// by seq. ready gets one token after the first successful subscribe.
+func (g *Gateway) follow(ctx context.Context, topic string, ready chan<- struct{}) {
+	first := true
+	backoff := 100 * time.Millisecond
+	for {
+		sub, err := g.bus.Subscribe(ctx, topic, g.onPush)
+		if err == nil {
+			if first {
+				ready <- struct{}{}
+				first = false
+			} else {
+				g.log.Info("push subscription restored", "topic", topic)
+			}
+			backoff = 100 * time.Millisecond
+			select {
+			case <-ctx.Done():
+				_ = sub.Close()
+				return
+			case <-sub.Done():
+				err = sub.Err()
+				_ = sub.Close()
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		g.m.resubscribes.Inc()
+		g.log.Warn("push subscription lost; resubscribing", "topic", topic, "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
 	}
 }

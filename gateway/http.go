@@ -473,7 +473,8 @@ func (g *Gateway) sendHTTP(ctx context.Context, c *app.RequestContext, s *logica
 		return &apiError{http.StatusBadRequest, base.ErrCode_CONTENT_EMPTY.String(), "content is required"}
 	}
 	resp, err := g.logic.Send(ctx, &logicapi.SendReq{
-		UserId: s.UserId, ConversationId: req.ConversationID, Content: *req.Content, Type: typ, ClientMsgId: string(req.ClientMsgID),
+		UserId: s.UserId, ConversationId: req.ConversationID, Content: *req.Content, Type: typ,
+		ClientMsgId: wire.IdempotencyKey(string(req.ClientMsgID)),
 	})
 	if err != nil {
 		return err

@@ -7,10 +7,11 @@ import (
 )
 
 type metrics struct {
-	sendSeconds *prometheus.HistogramVec // frame in → ack (or error) out
-	pushSeconds prometheus.Histogram     // message stored → frame queued on this gateway
-	frames      *prometheus.CounterVec   // application frames by direction and type
-	httpReqs    *prometheus.CounterVec
+	sendSeconds  *prometheus.HistogramVec // frame in → ack (or error) out
+	pushSeconds  prometheus.Histogram     // message stored → frame queued on this gateway
+	frames       *prometheus.CounterVec   // application frames by direction and type
+	httpReqs     *prometheus.CounterVec
+	resubscribes prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
@@ -29,13 +30,17 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
 			Name: "gochat_gateway_frames_total",
 			Help: "WebSocket application frames by direction (in/out) and type.",
 		}, []string{"dir", "type"}),
+		resubscribes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gochat_gateway_resubscribes_total",
+			Help: "Push subscriptions lost and re-established (bus outages).",
+		}),
 		httpReqs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gochat_gateway_http_requests_total",
 			Help: "HTTP API requests by status code.",
 		}, []string{"code"}),
 	}
 	cs := []prometheus.Collector{
-		m.sendSeconds, m.pushSeconds, m.frames, m.httpReqs,
+		m.sendSeconds, m.pushSeconds, m.frames, m.httpReqs, m.resubscribes,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "gochat_gateway_connections", Help: "Open WebSocket connections.",
 		}, func() float64 { return float64(g.ws.Conns()) }),

@@ -164,7 +164,7 @@ func (g *Gateway) onSend(c *wsnet.Conn, s *session, raw json.RawMessage) {
 		ctx, cancel := g.callCtx(context.Background())
 		resp, err := g.logic.Send(ctx, &logicapi.SendReq{
 			UserId: s.userID, ConversationId: d.ConversationID, Content: *d.Content, Type: typ,
-			ClientMsgId: tempID, OriginConn: s.origin,
+			ClientMsgId: wire.IdempotencyKey(tempID), OriginConn: s.origin,
 		})
 		cancel()
 		if err != nil {

@@ -198,6 +198,7 @@ struct DisconnectResp {}
 struct RefreshRoutesReq {
     1: string gateway_id
     2: list<i64> user_ids
+    3: list<i32> counts // the gateway's socket count per user (same length as user_ids)
 }
 struct RefreshRoutesResp {}
 

@@ -247,6 +247,9 @@ struct DisconnectResp {
 struct RefreshRoutesReq {
     1: string gateway_id
     2: list<i64> user_ids
+    // When set (same length as user_ids): the gateway's own socket count per user,
+    // which replaces the stored one — how routes rebuild after Redis lost them.
+    3: list<i32> counts
 }
 struct RefreshRoutesResp {}
 

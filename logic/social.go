@@ -350,10 +350,18 @@ func (l *Logic) Disconnect(ctx context.Context, req *logicapi.DisconnectReq) (*l
 	return &logicapi.DisconnectResp{}, nil
 }
 
-// RefreshRoutes keeps a gateway's routes alive.
+// RefreshRoutes keeps a gateway's routes alive and, given its socket counts, exact.
 func (l *Logic) RefreshRoutes(ctx context.Context, req *logicapi.RefreshRoutesReq) (*logicapi.RefreshRoutesResp, error) {
-	for chunk := range slices.Chunk(req.UserIds, 1000) {
-		if _, err := l.repo.RefreshRoutes(ctx, &repoapi.RefreshRoutesReq{GatewayId: req.GatewayId, UserIds: chunk}); err != nil {
+	if len(req.Counts) > 0 && len(req.Counts) != len(req.UserIds) {
+		return nil, bizErr(base.ErrCode_BAD_REQUEST, "counts must match user_ids")
+	}
+	for start := 0; start < len(req.UserIds); start += 1000 {
+		end := min(start+1000, len(req.UserIds))
+		r := &repoapi.RefreshRoutesReq{GatewayId: req.GatewayId, UserIds: req.UserIds[start:end]}
+		if len(req.Counts) > 0 {
+			r.Counts = req.Counts[start:end]
+		}
+		if _, err := l.repo.RefreshRoutes(ctx, r); err != nil {
 			return nil, l.passthrough("refresh routes", err)
 		}
 	}

@@ -52,6 +52,7 @@ type KV interface {
 	Connect(ctx context.Context, userID int64, gatewayID string) (first bool, err error)
 	Disconnect(ctx context.Context, userID int64, gatewayID string) (last bool, err error)
 	Refresh(ctx context.Context, gatewayID string, userIDs []int64) error
+	Sync(ctx context.Context, gatewayID string, userIDs []int64, counts []int32) error
 	Routes(ctx context.Context, userIDs []int64) (map[int64][]string, error)
 }
 

@@ -29,7 +29,16 @@ func (h *Handler) RefreshRoutes(ctx context.Context, req *repoapi.RefreshRoutesR
 	if len(req.UserIds) > maxListIDs {
 		return nil, badRequest("too many user ids")
 	}
-	if err := h.kv.Refresh(ctx, req.GatewayId, req.UserIds); err != nil {
+	var err error
+	if len(req.Counts) > 0 {
+		if len(req.Counts) != len(req.UserIds) {
+			return nil, badRequest("counts must match user_ids")
+		}
+		err = h.kv.Sync(ctx, req.GatewayId, req.UserIds, req.Counts)
+	} else {
+		err = h.kv.Refresh(ctx, req.GatewayId, req.UserIds)
+	}
+	if err != nil {
 		return nil, h.toWire("refresh routes", err)
 	}
 	return &repoapi.RefreshRoutesResp{}, nil

@@ -86,7 +86,7 @@ func Default() Config {
 		ShutdownGrace: 15 * time.Second,
 		Log:           LogConfig{Level: "info", Format: "text"},
 		Admin:         AdminConfig{Addr: "127.0.0.1:9100"},
-		Etcd:          EtcdConfig{DataDir: "data/etcd", LeaseTTL: 3 * time.Second},
+		Etcd:          EtcdConfig{DataDir: "data/etcd", LeaseTTL: 2 * time.Second},
 		Redis:         RedisConfig{Prefix: "gochat:"},
 		Kafka:         pushq.DefaultKafka(),
 		Store:         store.Default(),

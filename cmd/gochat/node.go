@@ -18,6 +18,10 @@ import (
 	"github.com/bwmarrin/snowflake"
 	"github.com/cloudwego/kitex/client"
 	"github.com/cloudwego/kitex/pkg/discovery"
+	"github.com/cloudwego/kitex/pkg/kerrors"
+	"github.com/cloudwego/kitex/pkg/loadbalance"
+	"github.com/cloudwego/kitex/pkg/loadbalance/lbcache"
+	"github.com/cloudwego/kitex/pkg/retry"
 	"github.com/cloudwego/kitex/pkg/rpcinfo"
 	"github.com/cloudwego/kitex/pkg/transmeta"
 	"github.com/cloudwego/kitex/server"
@@ -221,13 +225,33 @@ func (r namedResolver) Name() string { return r.name }
 
 // clientOptions are shared by every Kitex client: etcd discovery, TTHeader so biz
 // status errors travel, bounded calls.
+//
+// Failover: the resolver is re-read every 500 ms, so an instance whose lease expired
+// (etcd.lease_ttl after it died) leaves rotation within about lease_ttl + 0.5 s; until
+// then a call that fails in transport (refused, reset, timed out) is retried on the
+// next instance. Retrying is safe because every mutating call is idempotent: sends carry
+// a client message id (the gateway makes one up when the client sent none) that repo
+// de-duplicates on, and the social calls are set-like (add friend twice = conflict).
+// Business errors (biz status) are answers, never retried.
 func (n *node) clientOptions() []client.Option {
+	rp := retry.NewFailurePolicyWithResultRetry(&retry.ShouldResultRetry{
+		ErrorRetryWithCtx: func(_ context.Context, err error, _ rpcinfo.RPCInfo) bool {
+			_, biz := kerrors.FromBizStatusError(err)
+			return err != nil && !biz
+		},
+	})
+	rp.WithMaxRetryTimes(2)
+	rp.StopPolicy.CBPolicy.ErrorRate = 0.5 // one of two instances dying must not switch retries off
 	return []client.Option{
 		client.WithResolver(n.resolver),
+		client.WithLoadBalancer(loadbalance.NewWeightedRoundRobinBalancer(), &lbcache.Options{
+			RefreshInterval: 500 * time.Millisecond, ExpireInterval: 15 * time.Second,
+		}),
 		client.WithTransportProtocol(transport.TTHeader),
 		client.WithMetaHandler(transmeta.ClientTTHeaderHandler),
 		client.WithRPCTimeout(5 * time.Second),
 		client.WithConnectTimeout(time.Second),
+		client.WithFailureRetry(rp),
 	}
 }
 

@@ -1957,6 +1957,7 @@ var fieldIDToName_DisconnectResp = map[int16]string{
 type RefreshRoutesReq struct {
 	GatewayId string  `thrift:"gateway_id,1" frugal:"1,default,string" json:"gateway_id"`
 	UserIds   []int64 `thrift:"user_ids,2" frugal:"2,default,list<i64>" json:"user_ids"`
+	Counts    []int32 `thrift:"counts,3" frugal:"3,default,list<i32>" json:"counts"`
 }
 
 func NewRefreshRoutesReq() *RefreshRoutesReq {
@@ -1973,11 +1974,18 @@ func (p *RefreshRoutesReq) GetGatewayId() (v string) {
 func (p *RefreshRoutesReq) GetUserIds() (v []int64) {
 	return p.UserIds
 }
+
+func (p *RefreshRoutesReq) GetCounts() (v []int32) {
+	return p.Counts
+}
 func (p *RefreshRoutesReq) SetGatewayId(val string) {
 	p.GatewayId = val
 }
 func (p *RefreshRoutesReq) SetUserIds(val []int64) {
 	p.UserIds = val
+}
+func (p *RefreshRoutesReq) SetCounts(val []int32) {
+	p.Counts = val
 }
 
 func (p *RefreshRoutesReq) String() string {
@@ -1990,6 +1998,7 @@ func (p *RefreshRoutesReq) String() string {
 var fieldIDToName_RefreshRoutesReq = map[int16]string{
 	1: "gateway_id",
 	2: "user_ids",
+	3: "counts",
 }
 
 type RefreshRoutesResp struct {

@@ -146,6 +146,19 @@ func (m *Memory) Disconnect(_ context.Context, userID int64, gatewayID string) (
 // Refresh renews the routes of userIDs on gatewayID, recreating missing or
 // expired ones with one socket.
 func (m *Memory) Refresh(_ context.Context, gatewayID string, userIDs []int64) error {
+	return m.refresh(gatewayID, userIDs, nil)
+}
+
+// Sync is Refresh with the gateway's own socket count per user (counts[i] for
+// userIDs[i]), which replaces the stored count.
+func (m *Memory) Sync(_ context.Context, gatewayID string, userIDs []int64, counts []int32) error {
+	if len(counts) != len(userIDs) {
+		return fmt.Errorf("%w: %d counts for %d users", ErrInvalid, len(counts), len(userIDs))
+	}
+	return m.refresh(gatewayID, userIDs, counts)
+}
+
+func (m *Memory) refresh(gatewayID string, userIDs []int64, counts []int32) error {
 	if err := checkRefresh(gatewayID, userIDs); err != nil {
 		return err
 	}
@@ -153,10 +166,13 @@ func (m *Memory) Refresh(_ context.Context, gatewayID string, userIDs []int64) e
 	defer m.mu.Unlock()
 	now := m.now()
 	m.sweepRoutes(now)
-	for _, uid := range userIDs {
+	for i, uid := range userIDs {
 		gws := m.routesFor(uid, now)
-		r := gws[gatewayID]
-		gws[gatewayID] = route{sockets: max(r.sockets, 1), expires: now.Add(m.routeTTL)}
+		n := gws[gatewayID].sockets
+		if counts != nil && counts[i] > 0 {
+			n = int(counts[i])
+		}
+		gws[gatewayID] = route{sockets: max(n, 1), expires: now.Add(m.routeTTL)}
 	}
 	return nil
 }
@@ -251,7 +267,8 @@ if live == 0 then return 1 end
 return 0
 `)
 
-// KEYS[1] route key; ARGV[1] gateway id, ARGV[2] TTL in ms.
+// KEYS[1] route key; ARGV[1] gateway id, ARGV[2] TTL in ms, ARGV[3] (optional) the
+// gateway's own socket count, which replaces the stored one.
 var refreshScript = redis.NewScript(routeLib + `
 local now, ttl = now_ms(), tonumber(ARGV[2])
 local n = 0
@@ -260,6 +277,7 @@ if v then
 	local c, exp = parse(v)
 	if exp > now then n = c end
 end
+if ARGV[3] and tonumber(ARGV[3]) and tonumber(ARGV[3]) > 0 then n = tonumber(ARGV[3]) end
 redis.call('HSET', KEYS[1], ARGV[1], string.format('%d:%d', math.max(n, 1), now + ttl))
 extend(KEYS[1], ttl)
 return 1
@@ -300,6 +318,20 @@ func (r *Redis) Disconnect(ctx context.Context, userID int64, gatewayID string) 
 // Refresh renews the routes of userIDs on gatewayID, recreating missing or
 // expired ones with one socket, in one round trip.
 func (r *Redis) Refresh(ctx context.Context, gatewayID string, userIDs []int64) error {
+	return r.refresh(ctx, gatewayID, userIDs, nil)
+}
+
+// Sync is Refresh with the gateway's own socket count per user (counts[i] for
+// userIDs[i]), which replaces the stored count: after Redis lost its routes, the
+// gateways' heartbeats rebuild them exactly.
+func (r *Redis) Sync(ctx context.Context, gatewayID string, userIDs []int64, counts []int32) error {
+	if len(counts) != len(userIDs) {
+		return fmt.Errorf("%w: %d counts for %d users", ErrInvalid, len(counts), len(userIDs))
+	}
+	return r.refresh(ctx, gatewayID, userIDs, counts)
+}
+
+func (r *Redis) refresh(ctx context.Context, gatewayID string, userIDs []int64, counts []int32) error {
 	if err := checkRefresh(gatewayID, userIDs); err != nil {
 		return err
 	}
@@ -308,8 +340,12 @@ func (r *Redis) Refresh(ctx context.Context, gatewayID string, userIDs []int64) 
 	}
 	ttl := r.ttlMS()
 	pipe := func(p redis.Pipeliner) error {
-		for _, uid := range userIDs {
-			refreshScript.EvalSha(ctx, p, []string{r.routeKey(uid)}, gatewayID, ttl)
+		for i, uid := range userIDs {
+			if counts != nil {
+				refreshScript.EvalSha(ctx, p, []string{r.routeKey(uid)}, gatewayID, ttl, counts[i])
+			} else {
+				refreshScript.EvalSha(ctx, p, []string{r.routeKey(uid)}, gatewayID, ttl)
+			}
 		}
 		return nil
 	}

@@ -22,6 +22,7 @@ type router interface {
 	Connect(ctx context.Context, userID int64, gatewayID string) (first bool, err error)
 	Disconnect(ctx context.Context, userID int64, gatewayID string) (last bool, err error)
 	Refresh(ctx context.Context, gatewayID string, userIDs []int64) error
+	Sync(ctx context.Context, gatewayID string, userIDs []int64, counts []int32) error
 	Routes(ctx context.Context, userIDs []int64) (map[int64][]string, error)
 }
 
@@ -174,6 +175,33 @@ func TestRoutesRefreshRecreates(t *testing.T) {
 			mustDisconnect(t, r, 2, "gw-a", true)
 			if err := r.Refresh(ctx, "gw-a", nil); err != nil {
 				t.Errorf("Refresh(no users): %v", err)
+			}
+		})
+	}
+}
+
+// Sync rebuilds exact counts from a gateway's own table: after the routes were
+// lost, a user with two sockets there needs two disconnects to go offline.
+func TestRoutesSyncSetsCounts(t *testing.T) {
+	for _, impl := range routeImpls(t, time.Hour) {
+		t.Run(impl.name, func(t *testing.T) {
+			r := impl.r
+			ctx := t.Context()
+			if err := r.Sync(ctx, "gw-a", []int64{1, 2}, []int32{2, 1}); err != nil {
+				t.Fatalf("Sync: %v", err)
+			}
+			wantRoutes(t, r, 1, "gw-a")
+			mustDisconnect(t, r, 1, "gw-a", false)
+			mustDisconnect(t, r, 1, "gw-a", true)
+			// A stored count is replaced, not added to.
+			mustConnect(t, r, 2, "gw-a", false)
+			mustConnect(t, r, 2, "gw-a", false)
+			if err := r.Sync(ctx, "gw-a", []int64{2}, []int32{1}); err != nil {
+				t.Fatalf("Sync: %v", err)
+			}
+			mustDisconnect(t, r, 2, "gw-a", true)
+			if err := r.Sync(ctx, "gw-a", []int64{3}, nil); !errors.Is(err, kv.ErrInvalid) {
+				t.Fatalf("Sync with mismatched counts: %v, want ErrInvalid", err)
 			}
 		})
 	}

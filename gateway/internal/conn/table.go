@@ -138,14 +138,14 @@ func (t *Table[S]) Users() int {
 	return n
 }
 
-// EachUser calls fn for every user with at least one socket, one shard at a time
-// under its read lock; fn must not block.
-func (t *Table[S]) EachUser(fn func(uid int64)) {
+// EachUser calls fn for every user with at least one socket, with their number of
+// sockets, one shard at a time under its read lock; fn must not block.
+func (t *Table[S]) EachUser(fn func(uid int64, sockets int)) {
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.RLock()
-		for uid := range sh.users {
-			fn(uid)
+		for uid, m := range sh.users {
+			fn(uid, len(m))
 		}
 		sh.mu.RUnlock()
 	}

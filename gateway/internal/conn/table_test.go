@@ -101,3 +101,15 @@ func TestConcurrentAddRemove(t *testing.T) {
 		t.Fatalf("firsts %d != lasts %d", firsts.Load(), lasts.Load())
 	}
 }
+
+func TestEachUserCounts(t *testing.T) {
+	tb := New[*fakeSocket](4)
+	tb.Add(1, &fakeSocket{id: 1})
+	tb.Add(1, &fakeSocket{id: 2})
+	tb.Add(2, &fakeSocket{id: 3})
+	got := map[int64]int{}
+	tb.EachUser(func(uid int64, n int) { got[uid] = n })
+	if len(got) != 2 || got[1] != 2 || got[2] != 1 {
+		t.Fatalf("EachUser = %v, want map[1:2 2:1]", got)
+	}
+}

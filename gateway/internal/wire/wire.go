@@ -4,6 +4,8 @@
 package wire
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -90,12 +92,35 @@ func ParseType(raw json.RawMessage) (t int8, ok bool) {
 	return 0, false
 }
 
+// generatedKeyPrefix marks idempotency keys the gateway made up for a client that
+// sent no temp id; they are an implementation detail and never shown to clients.
+const generatedKeyPrefix = "gw~"
+
+// IdempotencyKey is the client message id to store for a send: the client's own temp
+// id, or a fresh random one. With a key on every send, a retried RPC (logic or repo
+// failing over) can never store a message twice.
+func IdempotencyKey(tempID string) string {
+	if tempID != "" {
+		return tempID
+	}
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return generatedKeyPrefix + hex.EncodeToString(b[:])
+}
+
+func clientMsgID(stored string) string {
+	if strings.HasPrefix(stored, generatedKeyPrefix) {
+		return ""
+	}
+	return stored
+}
+
 // MessageFrom converts the RPC type.
 func MessageFrom(m *repoapi.Message) Message {
 	return Message{
 		MessageID: ID(m.Id), ConversationID: m.ConversationId, SenderID: ID(m.SenderId), SenderName: m.SenderName,
 		Content: m.Content, Type: TypeName(m.Type), SeqID: m.Seq, SendTime: Time(m.CreatedAtMs),
-		ClientMsgID: m.ClientMsgId, Status: "sent",
+		ClientMsgID: clientMsgID(m.ClientMsgId), Status: "sent",
 	}
 }
 
@@ -104,7 +129,7 @@ func MessageFromPush(m pushq.Message) Message {
 	return Message{
 		MessageID: ID(m.ID), ConversationID: m.ConversationID, SenderID: ID(m.SenderID), SenderName: m.SenderName,
 		Content: m.Content, Type: TypeName(m.Type), SeqID: m.Seq, SendTime: Time(m.CreatedAtMs),
-		ClientMsgID: m.ClientMsgID, Status: "sent",
+		ClientMsgID: clientMsgID(m.ClientMsgID), Status: "sent",
 	}
 }
 

@@ -3,6 +3,8 @@ package wire
 import (
 	"encoding/json"
 	"testing"
+
+	"github.com/gochat/gochat/kitex_gen/repoapi"
 )
 
 func TestParseType(t *testing.T) {
@@ -74,5 +76,23 @@ func TestEncodeShape(t *testing.T) {
 	}
 	if f.Type != "message-ack" || f.Data["messageId"] != "4611686018427387905" || f.Data["seqId"] != float64(3) {
 		t.Fatalf("ack frame = %s", b)
+	}
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	if got := IdempotencyKey("client-1"); got != "client-1" {
+		t.Fatalf("client key replaced: %q", got)
+	}
+	a, b := IdempotencyKey(""), IdempotencyKey("")
+	if a == b || len(a) > 64 || a == "" {
+		t.Fatalf("generated keys %q %q: want distinct, non-empty, at most 64 bytes", a, b)
+	}
+	// Generated keys never reach clients; their own keys do.
+	m := MessageFrom(&repoapi.Message{Id: 1, ClientMsgId: a})
+	if m.ClientMsgID != "" {
+		t.Fatalf("generated key leaked: %+v", m)
+	}
+	if m := MessageFrom(&repoapi.Message{Id: 1, ClientMsgId: "mine"}); m.ClientMsgID != "mine" {
+		t.Fatalf("client key lost: %+v", m)
 	}
 }
