@@ -261,6 +261,23 @@ struct GetRoutesResp {
     1: map<i64, list<string>> routes
 }
 
+// ---- task progress (volatile state) ----
+
+// Where a fan-out job got to: recipients up to cursor (a user id) were pushed.
+struct GetJobCursorReq {
+    1: string job_id
+}
+struct GetJobCursorResp {
+    1: i64 cursor
+    2: bool done
+}
+struct SaveJobCursorReq {
+    1: string job_id
+    2: i64 cursor
+    3: bool done
+}
+struct SaveJobCursorResp {}
+
 struct PingReq {}
 struct PingResp {}
 
@@ -292,4 +309,7 @@ service RepoService {
     DisconnectResp Disconnect(1: DisconnectReq req)
     RefreshRoutesResp RefreshRoutes(1: RefreshRoutesReq req)
     GetRoutesResp GetRoutes(1: GetRoutesReq req)
+
+    GetJobCursorResp GetJobCursor(1: GetJobCursorReq req)
+    SaveJobCursorResp SaveJobCursor(1: SaveJobCursorReq req)
 }

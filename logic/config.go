@@ -18,6 +18,7 @@ type Config struct {
 	DeferDeadline time.Duration `yaml:"defer_deadline"`  // how long task keeps retrying a push logic could not publish
 	UserCacheSize int           `yaml:"user_cache_size"` // sender names kept in memory (usernames never change)
 	ShutdownDrain time.Duration `yaml:"shutdown_drain"`  // time to publish queued pushes on shutdown
+	LargeGroup    int           `yaml:"large_group"`     // conversations with more members are fanned out by task
 }
 
 // Default is the single-machine configuration.
@@ -33,6 +34,7 @@ func Default() Config {
 		DeferDeadline: 2 * time.Minute,
 		UserCacheSize: 100_000,
 		ShutdownDrain: 3 * time.Second,
+		LargeGroup:    500,
 	}
 }
 
@@ -53,6 +55,9 @@ func (c Config) Validate() error {
 	}
 	if c.PushQueue < 1 || c.PushShards < 1 {
 		errs = append(errs, errors.New("logic.push_queue and logic.push_shards must be positive"))
+	}
+	if c.LargeGroup < 1 || c.LargeGroup > 999 {
+		errs = append(errs, errors.New("logic.large_group must be 1..999"))
 	}
 	if c.UserCacheSize < 0 {
 		errs = append(errs, errors.New("logic.user_cache_size must not be negative"))

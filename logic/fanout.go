@@ -46,13 +46,14 @@ func presenceJob(userID int64, online bool) pushJob {
 // recipients. A publish that keeps failing for PushRetry is handed to task, which
 // retries longer. Pushes are best effort: a recipient recovers by seq.
 type fanout struct {
-	repo     Repo
-	gateways GatewaySet // nil: every routed gateway counts as alive
-	bus      Publisher
-	task     Task
-	log      *slog.Logger
-	retry    time.Duration
-	deferFor time.Duration
+	repo       Repo
+	gateways   GatewaySet // nil: every routed gateway counts as alive
+	bus        Publisher
+	task       Task
+	log        *slog.Logger
+	retry      time.Duration
+	deferFor   time.Duration
+	largeGroup int // more members than this: hand the fan-out to task
 
 	shards []chan pushJob
 
@@ -72,7 +73,7 @@ type fanout struct {
 
 func newFanout(cfg Config, repo Repo, bus Publisher, task Task, gateways GatewaySet, log *slog.Logger, reg prometheus.Registerer) (*fanout, error) {
 	f := &fanout{
-		repo: repo, gateways: gateways, bus: bus, task: task, log: log, retry: cfg.PushRetry, deferFor: cfg.DeferDeadline,
+		repo: repo, gateways: gateways, bus: bus, task: task, log: log, retry: cfg.PushRetry, deferFor: cfg.DeferDeadline, largeGroup: cfg.LargeGroup,
 		shards: make([]chan pushJob, cfg.PushShards),
 		published: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gochat_logic_pushes_published_total", Help: "Push records published to the bus.",
@@ -180,10 +181,11 @@ func (f *fanout) do(j pushJob) {
 		return
 	}
 	var recipients []int64
+	large := false
 	err := f.retrying(func(ctx context.Context) error {
 		var err error
 		if j.msg != nil {
-			recipients, err = f.members(ctx, j.msg.ConversationId)
+			recipients, large, err = f.members(ctx, j.msg.ConversationId)
 		} else {
 			var resp *repoapi.ListPeersResp
 			if resp, err = f.repo.ListPeers(ctx, &repoapi.ListPeersReq{UserId: j.presence.UserID}); err == nil {
@@ -194,6 +196,18 @@ func (f *fanout) do(j pushJob) {
 	})
 	if err != nil {
 		f.drop(j, "recipients unavailable", err)
+		return
+	}
+	if large {
+		// Too many members to resolve here without holding up this shard: task pages
+		// through them (design.md §2 step 5).
+		job := pushq.FanoutJob{Message: pushMessage(j.msg), OriginConn: j.origin}
+		value, err := job.Encode()
+		if err != nil {
+			f.drop(j, "encode fan-out job", err)
+			return
+		}
+		f.publishValue(pushq.TopicJobs, job.Key(), value)
 		return
 	}
 	byGateway := map[string][]int64{}
@@ -237,24 +251,21 @@ func (f *fanout) do(j pushJob) {
 	}
 }
 
-// members lists every member of a conversation (the sender included: their other
-// sockets get the message too).
-func (f *fanout) members(ctx context.Context, convID string) ([]int64, error) {
-	var out []int64
-	var after int64
-	for {
-		resp, err := f.repo.ListMembers(ctx, &repoapi.ListMembersReq{ConversationId: convID, AfterUserId: after, Limit: 1000})
-		if err != nil {
-			return nil, err
-		}
-		for _, m := range resp.Members {
-			out = append(out, m.UserId)
-		}
-		if len(resp.Members) < 1000 {
-			return out, nil
-		}
-		after = resp.Members[len(resp.Members)-1].UserId
+// members lists the members of a conversation (the sender included: their other
+// sockets get the message too), or reports large when it has more than largeGroup.
+func (f *fanout) members(ctx context.Context, convID string) (ids []int64, large bool, err error) {
+	resp, err := f.repo.ListMembers(ctx, &repoapi.ListMembersReq{ConversationId: convID, Limit: int32(f.largeGroup + 1)})
+	if err != nil {
+		return nil, false, err
 	}
+	if len(resp.Members) > f.largeGroup {
+		return nil, true, nil
+	}
+	ids = make([]int64, len(resp.Members))
+	for i, m := range resp.Members {
+		ids[i] = m.UserId
+	}
+	return ids, false, nil
 }
 
 func pushMessage(m *repoapi.Message) pushq.Message {
@@ -271,8 +282,12 @@ func (f *fanout) publish(topic string, p pushq.Push) {
 		f.log.Error("push dropped: encode", "err", err)
 		return
 	}
-	key := p.Key()
-	err = f.retrying(func(ctx context.Context) error {
+	f.publishValue(topic, p.Key(), value)
+}
+
+// publishValue publishes with retries, then hands the record to task.
+func (f *fanout) publishValue(topic string, key, value []byte) {
+	err := f.retrying(func(ctx context.Context) error {
 		start := time.Now()
 		err := f.bus.Publish(ctx, topic, key, value)
 		if err == nil {

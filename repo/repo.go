@@ -53,6 +53,8 @@ type KV interface {
 	Disconnect(ctx context.Context, userID int64, gatewayID string) (last bool, err error)
 	Refresh(ctx context.Context, gatewayID string, userIDs []int64) error
 	Sync(ctx context.Context, gatewayID string, userIDs []int64, counts []int32) error
+	JobCursor(ctx context.Context, id string) (int64, bool, error)
+	SaveJobCursor(ctx context.Context, id string, cursor int64, done bool) error
 	Routes(ctx context.Context, userIDs []int64) (map[int64][]string, error)
 }
 

@@ -55,3 +55,20 @@ func (h *Handler) GetRoutes(ctx context.Context, req *repoapi.GetRoutesReq) (*re
 	}
 	return &repoapi.GetRoutesResp{Routes: routes}, nil
 }
+
+// GetJobCursor returns how far a resumable job got.
+func (h *Handler) GetJobCursor(ctx context.Context, req *repoapi.GetJobCursorReq) (*repoapi.GetJobCursorResp, error) {
+	cur, done, err := h.kv.JobCursor(ctx, req.JobId)
+	if err != nil {
+		return nil, h.toWire("get job cursor", err)
+	}
+	return &repoapi.GetJobCursorResp{Cursor: cur, Done: done}, nil
+}
+
+// SaveJobCursor records how far a resumable job got.
+func (h *Handler) SaveJobCursor(ctx context.Context, req *repoapi.SaveJobCursorReq) (*repoapi.SaveJobCursorResp, error) {
+	if err := h.kv.SaveJobCursor(ctx, req.JobId, req.Cursor, req.Done); err != nil {
+		return nil, h.toWire("save job cursor", err)
+	}
+	return &repoapi.SaveJobCursorResp{}, nil
+}

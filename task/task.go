@@ -1,7 +1,8 @@
-// Package task runs work that must not block a send. Today that is pushes logic could
-// not publish (the bus was unreachable for longer than logic's own retry): task keeps
-// them in a bounded queue and retries with backoff until their deadline. Large-group
-// fan-out jobs consumed from Kafka join it with the groups feature.
+// Package task runs work that must not block a send:
+//   - pushes logic could not publish (the bus was unreachable for longer than logic's
+//     own retry): kept in a bounded queue and retried with backoff until their deadline;
+//   - fan-out of messages to large groups (fanout.go): jobs consumed from the jobs topic
+//     with at-least-once semantics, resumable by message id.
 package task
 
 import (
@@ -18,6 +19,7 @@ import (
 
 	"github.com/gochat/gochat/kitex_gen/base"
 	"github.com/gochat/gochat/kitex_gen/taskapi"
+	"github.com/gochat/gochat/logic/pushq"
 )
 
 // ServiceName is the Kitex service name task registers under.
@@ -25,14 +27,16 @@ const ServiceName = "gochat.task"
 
 // Config is task's part of the gochat configuration.
 type Config struct {
-	RPCAddr    string        `yaml:"rpc_addr"`
-	QueueSize  int           `yaml:"queue_size"`  // deferred pushes held at once
-	MaxBackoff time.Duration `yaml:"max_backoff"` // cap of the retry backoff
+	RPCAddr     string        `yaml:"rpc_addr"`
+	QueueSize   int           `yaml:"queue_size"`   // deferred pushes held at once
+	MaxBackoff  time.Duration `yaml:"max_backoff"`  // cap of the retry backoff
+	Group       string        `yaml:"group"`        // consumer group of the jobs topic
+	FanoutBatch int           `yaml:"fanout_batch"` // members per page (and per push record) of a large-group fan-out
 }
 
 // Default is the single-machine configuration.
 func Default() Config {
-	return Config{RPCAddr: "127.0.0.1:9301", QueueSize: 100_000, MaxBackoff: 2 * time.Second}
+	return Config{RPCAddr: "127.0.0.1:9301", QueueSize: 100_000, MaxBackoff: 2 * time.Second, Group: "gochat-task", FanoutBatch: 200}
 }
 
 // Validate reports every problem at once.
@@ -47,12 +51,33 @@ func (c Config) Validate() error {
 	if c.MaxBackoff < time.Millisecond {
 		errs = append(errs, errors.New("task.max_backoff must be at least 1ms"))
 	}
+	if c.Group == "" {
+		errs = append(errs, errors.New("task.group is required"))
+	}
+	if c.FanoutBatch < 1 || c.FanoutBatch > 1000 {
+		errs = append(errs, errors.New("task.fanout_batch must be 1..1000"))
+	}
 	return errors.Join(errs...)
 }
 
 // Publisher puts a record on the bus; *pushq.Memory and *pushq.Kafka satisfy it.
 type Publisher interface {
 	Publish(ctx context.Context, topic string, key, value []byte) error
+}
+
+// Bus is the bus task uses: publishing, and consuming the jobs topic as a group.
+type Bus interface {
+	Publisher
+	ConsumeGroup(ctx context.Context, group string, topics []string, h func(ctx context.Context, key, value []byte) error) error
+}
+
+// Deps are task's collaborators.
+type Deps struct {
+	Log     *slog.Logger
+	Metrics prometheus.Registerer
+	Bus     Bus
+	Repo    Repo       // members, routes and job progress, for large-group fan-out
+	Gateway GatewaySet // live gateways; nil = every routed gateway counts as alive
 }
 
 type job struct {
@@ -63,10 +88,13 @@ type job struct {
 
 // Task implements the TaskService Kitex API.
 type Task struct {
-	cfg   Config
-	bus   Publisher
-	log   *slog.Logger
-	queue chan job
+	cfg      Config
+	bus      Bus
+	repo     Repo
+	gateways GatewaySet
+	log      *slog.Logger
+	queue    chan job
+	fan      *fanMetrics
 
 	pending, delivered, dropped atomic.Int64
 	deliveredC, droppedC        prometheus.Counter
@@ -75,12 +103,16 @@ type Task struct {
 var _ taskapi.TaskService = (*Task)(nil)
 
 // New builds task; it does no I/O and starts nothing.
-func New(cfg Config, bus Publisher, log *slog.Logger, reg prometheus.Registerer) (*Task, error) {
+func New(cfg Config, d Deps) (*Task, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if d.Log == nil || d.Metrics == nil || d.Bus == nil || d.Repo == nil {
+		return nil, errors.New("task: log, metrics, bus and repo are required")
+	}
+	reg := d.Metrics
 	t := &Task{
-		cfg: cfg, bus: bus, log: log.With("component", "task"),
+		cfg: cfg, bus: d.Bus, repo: d.Repo, gateways: d.Gateway, log: d.Log.With("component", "task"),
 		queue: make(chan job, cfg.QueueSize),
 		deliveredC: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gochat_task_deferred_delivered_total", Help: "Deferred pushes finally published.",
@@ -97,6 +129,11 @@ func New(cfg Config, bus Publisher, log *slog.Logger, reg prometheus.Registerer)
 			return nil, fmt.Errorf("task: register metrics: %w", err)
 		}
 	}
+	fm, err := newFanMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	t.fan = fm
 	return t, nil
 }
 
@@ -126,15 +163,30 @@ func (t *Task) drop() {
 	t.droppedC.Inc()
 }
 
-// Run serves the Kitex API (serve) and retries deferred pushes until ctx is done.
-// Pushes still queued at shutdown are dropped and counted: they are best effort,
-// and recipients recover by seq.
+// Run serves the Kitex API (serve), retries deferred pushes and consumes fan-out jobs
+// until ctx is done. Pushes still queued at shutdown are dropped and counted: they are
+// best effort, and recipients recover by seq. A job in hand at shutdown is not marked
+// and is redelivered to the next consumer, which resumes it from its cursor.
 func (t *Task) Run(ctx context.Context, serve func(context.Context) error) error {
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		t.work(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			err := t.bus.ConsumeGroup(ctx, t.cfg.Group, []string{pushq.TopicJobs}, t.handleJob)
+			if err == nil || ctx.Err() != nil {
+				return
+			}
+			t.log.Warn("jobs consumer stopped; restarting", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
 	}()
 	err := serve(ctx)
 	wg.Wait()

@@ -25,6 +25,12 @@ type flaky struct {
 	published chan string
 }
 
+// ConsumeGroup has no jobs for these tests: it waits for shutdown.
+func (f *flaky) ConsumeGroup(ctx context.Context, _ string, _ []string, _ func(context.Context, []byte, []byte) error) error {
+	<-ctx.Done()
+	return nil
+}
+
 func (f *flaky) Publish(_ context.Context, topic string, _, value []byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -36,9 +42,13 @@ func (f *flaky) Publish(_ context.Context, topic string, _, value []byte) error 
 	return nil
 }
 
-func start(t *testing.T, cfg task.Config, bus task.Publisher) *task.Task {
+func deps(bus task.Bus) task.Deps {
+	return task.Deps{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: prometheus.NewRegistry(), Bus: bus, Repo: newFakeRepo(0)}
+}
+
+func start(t *testing.T, cfg task.Config, bus task.Bus) *task.Task {
 	t.Helper()
-	tk, err := task.New(cfg, bus, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	tk, err := task.New(cfg, deps(bus))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,9 +85,17 @@ func TestDeferredPushRetriedUntilPublished(t *testing.T) {
 			t.Fatalf("%s not published", want)
 		}
 	}
-	st, _ := tk.Stats(ctx, &taskapi.StatsReq{})
-	if st.Delivered != 2 || st.Pending != 0 || st.Dropped != 0 {
-		t.Fatalf("stats = %+v", st)
+	// The counters move right after each Publish returns.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, _ := tk.Stats(ctx, &taskapi.StatsReq{})
+		if st.Delivered == 2 && st.Pending == 0 && st.Dropped == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stats = %+v, want 2 delivered", st)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -107,7 +125,7 @@ func TestDeferPushRejects(t *testing.T) {
 	cfg := task.Default()
 	cfg.QueueSize = 1
 	bus := &flaky{fail: 1 << 30, published: make(chan string, 1)}
-	tk, err := task.New(cfg, bus, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	tk, err := task.New(cfg, deps(bus))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,29 @@ import (
 // cluster is one running topology inside the test process.
 type cluster struct {
 	gateways []string // "127.0.0.1:port" of each gateway
+	nodes    []*node
+}
+
+// counter reads a counter's value from the first node running target.
+func (c *cluster) counter(t *testing.T, target, name string) float64 {
+	t.Helper()
+	for _, n := range c.nodes {
+		if !n.has(target) {
+			continue
+		}
+		mfs, err := n.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == name && len(mf.Metric) > 0 {
+				return mf.Metric[0].GetCounter().GetValue()
+			}
+		}
+		t.Fatalf("%s has no metric %s", target, name)
+	}
+	t.Fatalf("no node runs %s", target)
+	return 0
 }
 
 func testLogger(t *testing.T, name string) *slog.Logger {
@@ -114,7 +137,7 @@ func waitReady(t *testing.T, nodes ...*node) {
 func startAll(t *testing.T) *cluster {
 	n := startNode(t, baseConfig(t), "all")
 	waitReady(t, n)
-	return &cluster{gateways: []string{n.gw.Addr().String()}}
+	return &cluster{gateways: []string{n.gw.Addr().String()}, nodes: []*node{n}}
 }
 
 // startSplit runs repo, logic, task and two gateways as separate nodes against a real
@@ -140,6 +163,10 @@ func startSplit(t *testing.T) *cluster {
 	cfg.Auth.Secret = "split-topology-test-secret"
 	cfg.Store.Driver, cfg.Store.DSN = "mysql", dsn
 	cfg.Redis.Addr, cfg.Redis.Prefix = redisAddr, prefix
+	// Groups of more than 3 go through task (jobs topic, consumer group, paged
+	// fan-out), so the split suite covers that path and the all suite the direct one.
+	cfg.Logic.LargeGroup = 3
+	cfg.Task.FanoutBatch = 2
 
 	var nodes []*node
 	for _, target := range []string{"repo", "logic", "task", "gateway", "gateway"} {
@@ -148,7 +175,7 @@ func startSplit(t *testing.T) *cluster {
 		nodes = append(nodes, startNode(t, c, fmt.Sprintf("%s-%d", target, len(nodes))))
 	}
 	waitReady(t, nodes...)
-	return &cluster{gateways: []string{nodes[3].gw.Addr().String(), nodes[4].gw.Addr().String()}}
+	return &cluster{gateways: []string{nodes[3].gw.Addr().String(), nodes[4].gw.Addr().String()}, nodes: nodes}
 }
 
 // ---- HTTP client ----
@@ -447,7 +474,13 @@ func TestScenarios(t *testing.T) {
 			t.Run("world chat", func(t *testing.T) { worldChat(t, c) })
 			t.Run("bad input", func(t *testing.T) { badInput(t, c) })
 			t.Run("friends and 1:1", func(t *testing.T) { friendsAndSingles(t, c) })
-			t.Run("groups", func(t *testing.T) { groups(t, c) })
+			t.Run("groups", func(t *testing.T) {
+				groups(t, c)
+				jobs := c.counter(t, "task", "gochat_task_fanout_jobs_total")
+				if large := topo.name == "split"; large != (jobs > 0) {
+					t.Fatalf("task fan-out jobs = %v in the %s topology", jobs, topo.name)
+				}
+			})
 			t.Run("presence", func(t *testing.T) { presence(t, c) })
 			t.Run("guests", func(t *testing.T) { guests(t, c) })
 		})

@@ -326,11 +326,25 @@ func (n *node) build(ctx context.Context, target string) (component, error) {
 			})
 		}), nil
 	case "task":
-		t, err := task.New(n.cfg.Task, n.bus, log, n.reg)
+		repoCli, err := reposervice.NewClient(repo.ServiceName, n.clientOptions()...)
+		if err != nil {
+			return nil, err
+		}
+		cli, err := n.etcdClient()
+		if err != nil {
+			return nil, fmt.Errorf("etcd client: %w", err)
+		}
+		gateways := &gatewaySet{}
+		t, err := task.New(n.cfg.Task, task.Deps{Log: log, Metrics: n.reg, Bus: n.bus, Repo: repoCli, Gateway: gateways})
 		if err != nil {
 			return nil, err
 		}
 		return componentFunc(func(ctx context.Context) error {
+			watchCtx, stopWatch := context.WithCancel(ctx)
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() { defer wg.Done(); _ = gateways.watch(watchCtx, cli, log) }()
+			defer func() { stopWatch(); wg.Wait() }()
 			return t.Run(ctx, func(ctx context.Context) error {
 				return n.serveKitex(ctx, task.ServiceName, n.cfg.Task.RPCAddr, func(o ...server.Option) server.Server {
 					return taskservice.NewServer(t, o...)

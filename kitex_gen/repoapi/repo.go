@@ -2078,6 +2078,139 @@ var fieldIDToName_GetRoutesResp = map[int16]string{
 	1: "routes",
 }
 
+type GetJobCursorReq struct {
+	JobId string `thrift:"job_id,1" frugal:"1,default,string" json:"job_id"`
+}
+
+func NewGetJobCursorReq() *GetJobCursorReq {
+	return &GetJobCursorReq{}
+}
+
+func (p *GetJobCursorReq) InitDefault() {
+}
+
+func (p *GetJobCursorReq) GetJobId() (v string) {
+	return p.JobId
+}
+func (p *GetJobCursorReq) SetJobId(val string) {
+	p.JobId = val
+}
+
+func (p *GetJobCursorReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("GetJobCursorReq(%+v)", *p)
+}
+
+var fieldIDToName_GetJobCursorReq = map[int16]string{
+	1: "job_id",
+}
+
+type GetJobCursorResp struct {
+	Cursor int64 `thrift:"cursor,1" frugal:"1,default,i64" json:"cursor"`
+	Done   bool  `thrift:"done,2" frugal:"2,default,bool" json:"done"`
+}
+
+func NewGetJobCursorResp() *GetJobCursorResp {
+	return &GetJobCursorResp{}
+}
+
+func (p *GetJobCursorResp) InitDefault() {
+}
+
+func (p *GetJobCursorResp) GetCursor() (v int64) {
+	return p.Cursor
+}
+
+func (p *GetJobCursorResp) GetDone() (v bool) {
+	return p.Done
+}
+func (p *GetJobCursorResp) SetCursor(val int64) {
+	p.Cursor = val
+}
+func (p *GetJobCursorResp) SetDone(val bool) {
+	p.Done = val
+}
+
+func (p *GetJobCursorResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("GetJobCursorResp(%+v)", *p)
+}
+
+var fieldIDToName_GetJobCursorResp = map[int16]string{
+	1: "cursor",
+	2: "done",
+}
+
+type SaveJobCursorReq struct {
+	JobId  string `thrift:"job_id,1" frugal:"1,default,string" json:"job_id"`
+	Cursor int64  `thrift:"cursor,2" frugal:"2,default,i64" json:"cursor"`
+	Done   bool   `thrift:"done,3" frugal:"3,default,bool" json:"done"`
+}
+
+func NewSaveJobCursorReq() *SaveJobCursorReq {
+	return &SaveJobCursorReq{}
+}
+
+func (p *SaveJobCursorReq) InitDefault() {
+}
+
+func (p *SaveJobCursorReq) GetJobId() (v string) {
+	return p.JobId
+}
+
+func (p *SaveJobCursorReq) GetCursor() (v int64) {
+	return p.Cursor
+}
+
+func (p *SaveJobCursorReq) GetDone() (v bool) {
+	return p.Done
+}
+func (p *SaveJobCursorReq) SetJobId(val string) {
+	p.JobId = val
+}
+func (p *SaveJobCursorReq) SetCursor(val int64) {
+	p.Cursor = val
+}
+func (p *SaveJobCursorReq) SetDone(val bool) {
+	p.Done = val
+}
+
+func (p *SaveJobCursorReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("SaveJobCursorReq(%+v)", *p)
+}
+
+var fieldIDToName_SaveJobCursorReq = map[int16]string{
+	1: "job_id",
+	2: "cursor",
+	3: "done",
+}
+
+type SaveJobCursorResp struct {
+}
+
+func NewSaveJobCursorResp() *SaveJobCursorResp {
+	return &SaveJobCursorResp{}
+}
+
+func (p *SaveJobCursorResp) InitDefault() {
+}
+
+func (p *SaveJobCursorResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("SaveJobCursorResp(%+v)", *p)
+}
+
+var fieldIDToName_SaveJobCursorResp = map[int16]string{}
+
 type PingReq struct {
 }
 
@@ -2164,6 +2297,10 @@ type RepoService interface {
 	RefreshRoutes(ctx context.Context, req *RefreshRoutesReq) (r *RefreshRoutesResp, err error)
 
 	GetRoutes(ctx context.Context, req *GetRoutesReq) (r *GetRoutesResp, err error)
+
+	GetJobCursor(ctx context.Context, req *GetJobCursorReq) (r *GetJobCursorResp, err error)
+
+	SaveJobCursor(ctx context.Context, req *SaveJobCursorReq) (r *SaveJobCursorResp, err error)
 }
 
 type RepoServicePingArgs struct {
@@ -3987,5 +4124,157 @@ func (p *RepoServiceGetRoutesResult) String() string {
 }
 
 var fieldIDToName_RepoServiceGetRoutesResult = map[int16]string{
+	0: "success",
+}
+
+type RepoServiceGetJobCursorArgs struct {
+	Req *GetJobCursorReq `thrift:"req,1" frugal:"1,default,GetJobCursorReq" json:"req"`
+}
+
+func NewRepoServiceGetJobCursorArgs() *RepoServiceGetJobCursorArgs {
+	return &RepoServiceGetJobCursorArgs{}
+}
+
+func (p *RepoServiceGetJobCursorArgs) InitDefault() {
+}
+
+var RepoServiceGetJobCursorArgs_Req_DEFAULT *GetJobCursorReq
+
+func (p *RepoServiceGetJobCursorArgs) GetReq() (v *GetJobCursorReq) {
+	if !p.IsSetReq() {
+		return RepoServiceGetJobCursorArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *RepoServiceGetJobCursorArgs) SetReq(val *GetJobCursorReq) {
+	p.Req = val
+}
+
+func (p *RepoServiceGetJobCursorArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *RepoServiceGetJobCursorArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceGetJobCursorArgs(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceGetJobCursorArgs = map[int16]string{
+	1: "req",
+}
+
+type RepoServiceGetJobCursorResult struct {
+	Success *GetJobCursorResp `thrift:"success,0,optional" frugal:"0,optional,GetJobCursorResp" json:"success,omitempty"`
+}
+
+func NewRepoServiceGetJobCursorResult() *RepoServiceGetJobCursorResult {
+	return &RepoServiceGetJobCursorResult{}
+}
+
+func (p *RepoServiceGetJobCursorResult) InitDefault() {
+}
+
+var RepoServiceGetJobCursorResult_Success_DEFAULT *GetJobCursorResp
+
+func (p *RepoServiceGetJobCursorResult) GetSuccess() (v *GetJobCursorResp) {
+	if !p.IsSetSuccess() {
+		return RepoServiceGetJobCursorResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *RepoServiceGetJobCursorResult) SetSuccess(x interface{}) {
+	p.Success = x.(*GetJobCursorResp)
+}
+
+func (p *RepoServiceGetJobCursorResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *RepoServiceGetJobCursorResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceGetJobCursorResult(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceGetJobCursorResult = map[int16]string{
+	0: "success",
+}
+
+type RepoServiceSaveJobCursorArgs struct {
+	Req *SaveJobCursorReq `thrift:"req,1" frugal:"1,default,SaveJobCursorReq" json:"req"`
+}
+
+func NewRepoServiceSaveJobCursorArgs() *RepoServiceSaveJobCursorArgs {
+	return &RepoServiceSaveJobCursorArgs{}
+}
+
+func (p *RepoServiceSaveJobCursorArgs) InitDefault() {
+}
+
+var RepoServiceSaveJobCursorArgs_Req_DEFAULT *SaveJobCursorReq
+
+func (p *RepoServiceSaveJobCursorArgs) GetReq() (v *SaveJobCursorReq) {
+	if !p.IsSetReq() {
+		return RepoServiceSaveJobCursorArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *RepoServiceSaveJobCursorArgs) SetReq(val *SaveJobCursorReq) {
+	p.Req = val
+}
+
+func (p *RepoServiceSaveJobCursorArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *RepoServiceSaveJobCursorArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceSaveJobCursorArgs(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceSaveJobCursorArgs = map[int16]string{
+	1: "req",
+}
+
+type RepoServiceSaveJobCursorResult struct {
+	Success *SaveJobCursorResp `thrift:"success,0,optional" frugal:"0,optional,SaveJobCursorResp" json:"success,omitempty"`
+}
+
+func NewRepoServiceSaveJobCursorResult() *RepoServiceSaveJobCursorResult {
+	return &RepoServiceSaveJobCursorResult{}
+}
+
+func (p *RepoServiceSaveJobCursorResult) InitDefault() {
+}
+
+var RepoServiceSaveJobCursorResult_Success_DEFAULT *SaveJobCursorResp
+
+func (p *RepoServiceSaveJobCursorResult) GetSuccess() (v *SaveJobCursorResp) {
+	if !p.IsSetSuccess() {
+		return RepoServiceSaveJobCursorResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *RepoServiceSaveJobCursorResult) SetSuccess(x interface{}) {
+	p.Success = x.(*SaveJobCursorResp)
+}
+
+func (p *RepoServiceSaveJobCursorResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *RepoServiceSaveJobCursorResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceSaveJobCursorResult(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceSaveJobCursorResult = map[int16]string{
 	0: "success",
 }

@@ -84,6 +84,12 @@ type Memory struct {
 type memTopic struct {
 	subs   map[*memSub]struct{} // guarded by Memory.mu
 	groups []*memGroup          // append-only; guarded by Memory.mu
+	// backlog holds records published while no group consumed the topic, for the
+	// first group that joins — Kafka's "a new group starts at the oldest offset", so
+	// a job published while task is still starting is not lost. Bounded by the
+	// group limit (oldest dropped first). Guarded by Memory.mu (written under the
+	// write lock only).
+	backlog []memRecord
 }
 
 // memSub is one subscriber's buffer. Publish sends under Memory.mu (read);
@@ -144,6 +150,9 @@ func (m *Memory) Publish(ctx context.Context, topic string, key, value []byte) e
 		groups = t.groups // append-only: the prefix we read stays valid
 	}
 	m.mu.RUnlock()
+	if len(groups) == 0 && m.keepForGroups(topic, rec) {
+		return nil
+	}
 
 	for _, g := range groups {
 		if err := g.enqueue(ctx, m.runs.closing, rec); err != nil {
@@ -258,6 +267,23 @@ func (m *Memory) topicLocked(name string) *memTopic {
 	return t
 }
 
+// keepForGroups puts rec in topic's backlog when the topic still has no group,
+// and reports whether it did (false: a group joined meanwhile; publish to it).
+func (m *Memory) keepForGroups(topic string, rec memRecord) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t := m.topicLocked(topic)
+	if len(t.groups) > 0 {
+		return false
+	}
+	if len(t.backlog) >= m.groupLimit {
+		t.backlog = t.backlog[1:]
+		m.dropped.Add(1)
+	}
+	t.backlog = append(t.backlog, rec)
+	return true
+}
+
 func (m *Memory) joinGroup(name string, topics []string) *memGroup {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -273,6 +299,17 @@ func (m *Memory) joinGroup(name string, topics []string) *memGroup {
 		g.topics[topic] = true
 		t := m.topicLocked(topic)
 		t.groups = append(t.groups, g)
+		// Hand the backlog to the first group, in order, before any Publish can
+		// reach the group directly (they need Memory.mu, held here). Never wait
+		// for room while holding Memory.mu: a record that does not fit is dropped.
+		full, cancel := context.WithCancel(context.Background())
+		cancel()
+		for _, rec := range t.backlog {
+			if g.enqueue(full, m.runs.closing, rec) != nil {
+				m.dropped.Add(1)
+			}
+		}
+		t.backlog = nil
 	}
 	return g
 }

@@ -133,3 +133,40 @@ func (p Push) validateRecipients() error {
 	}
 	return nil
 }
+
+// FanoutJob asks task to push a stored message to the members of a conversation too
+// large to fan out on the send path (design.md §2 step 5). It is published on
+// TopicJobs keyed by the conversation id; task pages through the members in batches
+// and publishes per-gateway Push records, recording progress by message id so a
+// redelivered job resumes instead of starting over.
+type FanoutJob struct {
+	Message    Message `json:"msg"`
+	OriginConn string  `json:"origin,omitempty"`
+}
+
+// Key is the partition key: the conversation id (jobs of one conversation in order).
+func (j FanoutJob) Key() []byte { return []byte(j.Message.ConversationID) }
+
+// Encode checks the job and returns its wire form (JSON).
+func (j FanoutJob) Encode() ([]byte, error) {
+	if err := (Push{Message: j.Message, OriginConn: j.OriginConn}).validate(); err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(j)
+	if err != nil {
+		return nil, fmt.Errorf("encode fan-out job %d: %w", j.Message.ID, err)
+	}
+	return b, nil
+}
+
+// DecodeFanoutJob parses a job; anything malformed wraps ErrMalformed.
+func DecodeFanoutJob(b []byte) (FanoutJob, error) {
+	var j FanoutJob
+	if err := json.Unmarshal(b, &j); err != nil {
+		return FanoutJob{}, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	if err := (Push{Message: j.Message, OriginConn: j.OriginConn}).validate(); err != nil {
+		return FanoutJob{}, err
+	}
+	return j, nil
+}

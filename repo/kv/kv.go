@@ -67,6 +67,8 @@ type Memory struct {
 
 	routes       map[int64]map[string]route // user -> gateway -> sockets there; see routes.go
 	routeSweepAt int                        // sweep expired routes when routes reaches this size
+
+	jobs map[string]jobCursor // job id -> progress; see jobs.go
 }
 
 // NewMemory returns an empty in-process store.

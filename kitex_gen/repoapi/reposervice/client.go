@@ -35,6 +35,8 @@ type Client interface {
 	Disconnect(ctx context.Context, req *repoapi.DisconnectReq, callOptions ...callopt.Option) (r *repoapi.DisconnectResp, err error)
 	RefreshRoutes(ctx context.Context, req *repoapi.RefreshRoutesReq, callOptions ...callopt.Option) (r *repoapi.RefreshRoutesResp, err error)
 	GetRoutes(ctx context.Context, req *repoapi.GetRoutesReq, callOptions ...callopt.Option) (r *repoapi.GetRoutesResp, err error)
+	GetJobCursor(ctx context.Context, req *repoapi.GetJobCursorReq, callOptions ...callopt.Option) (r *repoapi.GetJobCursorResp, err error)
+	SaveJobCursor(ctx context.Context, req *repoapi.SaveJobCursorReq, callOptions ...callopt.Option) (r *repoapi.SaveJobCursorResp, err error)
 }
 
 // NewClient creates a client for the service defined in IDL.
@@ -184,4 +186,14 @@ func (p *kRepoServiceClient) RefreshRoutes(ctx context.Context, req *repoapi.Ref
 func (p *kRepoServiceClient) GetRoutes(ctx context.Context, req *repoapi.GetRoutesReq, callOptions ...callopt.Option) (r *repoapi.GetRoutesResp, err error) {
 	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
 	return p.kClient.GetRoutes(ctx, req)
+}
+
+func (p *kRepoServiceClient) GetJobCursor(ctx context.Context, req *repoapi.GetJobCursorReq, callOptions ...callopt.Option) (r *repoapi.GetJobCursorResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.GetJobCursor(ctx, req)
+}
+
+func (p *kRepoServiceClient) SaveJobCursor(ctx context.Context, req *repoapi.SaveJobCursorReq, callOptions ...callopt.Option) (r *repoapi.SaveJobCursorResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.SaveJobCursor(ctx, req)
 }

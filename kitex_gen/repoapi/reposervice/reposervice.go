@@ -181,6 +181,20 @@ var serviceMethods = map[string]kitex.MethodInfo{
 		false,
 		kitex.WithStreamingMode(kitex.StreamingNone),
 	),
+	"GetJobCursor": kitex.NewMethodInfo(
+		getJobCursorHandler,
+		newRepoServiceGetJobCursorArgs,
+		newRepoServiceGetJobCursorResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"SaveJobCursor": kitex.NewMethodInfo(
+		saveJobCursorHandler,
+		newRepoServiceSaveJobCursorArgs,
+		newRepoServiceSaveJobCursorResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
 }
 
 var (
@@ -679,6 +693,42 @@ func newRepoServiceGetRoutesResult() interface{} {
 	return repoapi.NewRepoServiceGetRoutesResult()
 }
 
+func getJobCursorHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*repoapi.RepoServiceGetJobCursorArgs)
+	realResult := result.(*repoapi.RepoServiceGetJobCursorResult)
+	success, err := handler.(repoapi.RepoService).GetJobCursor(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newRepoServiceGetJobCursorArgs() interface{} {
+	return repoapi.NewRepoServiceGetJobCursorArgs()
+}
+
+func newRepoServiceGetJobCursorResult() interface{} {
+	return repoapi.NewRepoServiceGetJobCursorResult()
+}
+
+func saveJobCursorHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*repoapi.RepoServiceSaveJobCursorArgs)
+	realResult := result.(*repoapi.RepoServiceSaveJobCursorResult)
+	success, err := handler.(repoapi.RepoService).SaveJobCursor(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newRepoServiceSaveJobCursorArgs() interface{} {
+	return repoapi.NewRepoServiceSaveJobCursorArgs()
+}
+
+func newRepoServiceSaveJobCursorResult() interface{} {
+	return repoapi.NewRepoServiceSaveJobCursorResult()
+}
+
 type kClient struct {
 	c client.Client
 }
@@ -924,6 +974,26 @@ func (p *kClient) GetRoutes(ctx context.Context, req *repoapi.GetRoutesReq) (r *
 	_args.Req = req
 	var _result repoapi.RepoServiceGetRoutesResult
 	if err = p.c.Call(ctx, "GetRoutes", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) GetJobCursor(ctx context.Context, req *repoapi.GetJobCursorReq) (r *repoapi.GetJobCursorResp, err error) {
+	var _args repoapi.RepoServiceGetJobCursorArgs
+	_args.Req = req
+	var _result repoapi.RepoServiceGetJobCursorResult
+	if err = p.c.Call(ctx, "GetJobCursor", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) SaveJobCursor(ctx context.Context, req *repoapi.SaveJobCursorReq) (r *repoapi.SaveJobCursorResp, err error) {
+	var _args repoapi.RepoServiceSaveJobCursorArgs
+	_args.Req = req
+	var _result repoapi.RepoServiceSaveJobCursorResult
+	if err = p.c.Call(ctx, "SaveJobCursor", &_args, &_result); err != nil {
 		return
 	}
 	return _result.GetSuccess(), nil
