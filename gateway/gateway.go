@@ -84,6 +84,7 @@ type Gateway struct {
 
 	sockets *conn.Table[*wsnet.Conn]
 	ws      *wsnet.Server
+	recent  *recentPushes // message pushes already delivered here
 
 	ready    chan struct{} // closed when the listener is up and the push subscription is live
 	addr     atomic.Pointer[net.TCPAddr]
@@ -113,6 +114,7 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		tokens:  d.Tokens,
 		gather:  d.Gatherer,
 		sockets: conn.New[*wsnet.Conn](cfg.Shards),
+		recent:  newRecentPushes(1 << 17),
 		ready:   make(chan struct{}),
 	}
 	g.ws = wsnet.New(wsnet.Config{

@@ -422,6 +422,13 @@ func (g *Gateway) listMessages(ctx context.Context, c *app.RequestContext, s *lo
 	if page < 1 || size < 1 {
 		return badRequest("page and size must be at least 1")
 	}
+	// afterSeq given without page is a cursor even when 0: everything from seq 1.
+	_, hasAfter := c.GetQuery("afterSeq")
+	_, hasPage := c.GetQuery("page")
+	wirePage := page
+	if hasAfter && !hasPage {
+		page = 0
+	}
 	size = min(size, 100)
 	page = min(page, 1<<30)
 	resp, rerr := g.logic.ListMessages(ctx, &logicapi.ListMessagesReq{
@@ -435,7 +442,7 @@ func (g *Gateway) listMessages(ctx context.Context, c *app.RequestContext, s *lo
 		out[i] = wire.MessageFrom(m)
 	}
 	g.reply(c, http.StatusOK, envelope{Success: true, Message: "ok", Data: out,
-		Pagination: &pagination{Page: int32(page), Size: int32(size), Total: resp.Total, HasMore: resp.HasMore}})
+		Pagination: &pagination{Page: int32(wirePage), Size: int32(size), Total: resp.Total, HasMore: resp.HasMore}})
 	return nil
 }
 

@@ -239,6 +239,10 @@ func (g *Gateway) onPush(value []byte) {
 		g.m.frames.WithLabelValues("out", "friend-online").Add(n)
 		return
 	}
+	if !g.recent.first(p) {
+		g.m.frames.WithLabelValues("out", "duplicate-dropped").Inc()
+		return
+	}
 	var skip uint64
 	if id, ok := strings.CutPrefix(p.OriginConn, g.cfg.ID+"/"); ok {
 		skip, _ = strconv.ParseUint(id, 10, 64)

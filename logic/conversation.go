@@ -210,10 +210,9 @@ func (l *Logic) Send(ctx context.Context, req *logicapi.SendReq) (*logicapi.Send
 		return nil, l.passthrough("append", err)
 	}
 	l.sendSeconds.Observe(sinceSeconds(start))
-	// A duplicate was fanned out when it was first stored; pushing it again would
-	// deliver it twice.
-	if !resp.Duplicate {
-		l.fanout.enqueue(messageJob(resp.Message, req.OriginConn))
-	}
+	// A duplicate is pushed again too: the first attempt may have been stored by a
+	// logic that died before publishing. Gateways drop a push they already delivered
+	// (same message, same recipients), so a resend is still delivered once.
+	l.fanout.enqueue(messageJob(resp.Message, req.OriginConn))
 	return &logicapi.SendResp{Message: resp.Message, Duplicate: resp.Duplicate}, nil
 }

@@ -1,6 +1,8 @@
 package logic
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -136,12 +138,54 @@ func (f *fanout) run() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			batch := make([]pushJob, 0, 64)
 			for j := range ch {
-				f.do(j)
+				batch = f.collect(ch, append(batch[:0], j))
+				for _, j := range batch {
+					f.do(j)
+				}
 			}
 		}()
 	}
 	wg.Wait()
+}
+
+// pushLinger is how long a shard waits for company after its first job.
+const pushLinger = time.Millisecond
+
+// collect adds what reaches ch within pushLinger (up to the batch's capacity) and
+// sorts the batch by key, then seq. Sends committed in one group-commit batch return
+// at the same moment and reach the queue in any order; this puts them back in seq
+// order per conversation before they are published, so a recipient normally sees
+// seqs ascending and a gap means a lost push, not a late one.
+func (f *fanout) collect(ch <-chan pushJob, batch []pushJob) []pushJob {
+	timer := time.NewTimer(pushLinger)
+	defer timer.Stop()
+	for len(batch) < cap(batch) {
+		select {
+		case j, ok := <-ch:
+			if !ok {
+				return sortJobs(batch)
+			}
+			batch = append(batch, j)
+		case <-timer.C:
+			return sortJobs(batch)
+		}
+	}
+	return sortJobs(batch)
+}
+
+func sortJobs(batch []pushJob) []pushJob {
+	slices.SortStableFunc(batch, func(a, b pushJob) int {
+		if c := bytes.Compare(a.key, b.key); c != 0 {
+			return c
+		}
+		if a.msg == nil || b.msg == nil {
+			return 0
+		}
+		return cmp.Compare(a.msg.Seq, b.msg.Seq)
+	})
+	return batch
 }
 
 // close stops accepting pushes; run returns once what is queued was published, or

@@ -241,7 +241,9 @@ func (n *node) clientOptions() []client.Option {
 		},
 	})
 	rp.WithMaxRetryTimes(2)
-	rp.StopPolicy.CBPolicy.ErrorRate = 0.5 // one of two instances dying must not switch retries off
+	// Kitex caps the retry circuit breaker at 0.3 (higher values silently become 0.1):
+	// with it at the cap, retries keep going while one of two instances is dying.
+	rp.StopPolicy.CBPolicy.ErrorRate = 0.3
 	return []client.Option{
 		client.WithResolver(n.resolver),
 		client.WithLoadBalancer(loadbalance.NewWeightedRoundRobinBalancer(), &lbcache.Options{
