@@ -7,11 +7,13 @@ import (
 	"github.com/gochat/gochat/logic/pushq"
 )
 
-// recentPushes remembers the last pushes delivered by this gateway, so that a push
-// published twice — logic pushes a resent message again in case its first push was
-// lost with a dead logic; task redoes the page in flight after a crash — reaches each
-// socket once. A push is identified by its message id and recipient list. Bounded:
-// a ring of the last N keys. Safe for concurrent use.
+// recentPushes remembers the last deliveries made by this gateway, so that a message
+// pushed twice — logic pushes a resent message again in case its first push was lost
+// with a dead logic; task redoes the page in flight after a crash — reaches each user
+// here once. A delivery is (message id, recipient user id); a broadcast uses user 0.
+// The recipient list of a repeat may differ from the first (users reconnected here in
+// between), so each recipient is checked on its own. Bounded: a ring of the last N
+// keys. Safe for concurrent use.
 type recentPushes struct {
 	seed maphash.Seed
 
@@ -25,28 +27,33 @@ func newRecentPushes(n int) *recentPushes {
 	return &recentPushes{seed: maphash.MakeSeed(), ring: make([]uint64, n), seen: make(map[uint64]struct{}, n)}
 }
 
-func (r *recentPushes) key(p pushq.Push) uint64 {
-	var h maphash.Hash
-	h.SetSeed(r.seed)
-	var b [8]byte
-	put := func(v int64) {
-		for i := range b {
-			b[i] = byte(v >> (8 * i))
-		}
-		_, _ = h.Write(b[:])
+func (r *recentPushes) key(msgID, userID int64) uint64 {
+	var b [16]byte
+	for i := range 8 {
+		b[i] = byte(msgID >> (8 * i))
+		b[8+i] = byte(userID >> (8 * i))
 	}
-	put(p.Message.ID)
-	for _, uid := range p.Recipients {
-		put(uid)
-	}
-	return h.Sum64()
+	return maphash.Bytes(r.seed, b[:])
 }
 
-// first records p and reports whether it was not seen among the recent pushes.
-func (r *recentPushes) first(p pushq.Push) bool {
-	k := r.key(p)
+// fresh returns the recipients of p not yet delivered here and records them; for a
+// broadcast (no recipients) it reports whether the message itself is new.
+func (r *recentPushes) fresh(p pushq.Push) (recipients []int64, deliver bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if len(p.Recipients) == 0 {
+		return nil, r.addLocked(r.key(p.Message.ID, 0))
+	}
+	out := p.Recipients[:0:0]
+	for _, uid := range p.Recipients {
+		if r.addLocked(r.key(p.Message.ID, uid)) {
+			out = append(out, uid)
+		}
+	}
+	return out, len(out) > 0
+}
+
+func (r *recentPushes) addLocked(k uint64) bool {
 	if _, dup := r.seen[k]; dup {
 		return false
 	}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/gochat/gochat/logic/pushq"
@@ -11,16 +12,23 @@ func TestRecentPushes(t *testing.T) {
 	p := func(id int64, to ...int64) pushq.Push {
 		return pushq.Push{Message: pushq.Message{ID: id}, Recipients: to}
 	}
-	if !r.first(p(1)) || r.first(p(1)) {
-		t.Fatal("the same world push must count once")
+	if _, ok := r.fresh(p(1)); !ok {
+		t.Fatal("a new broadcast must be delivered")
 	}
-	if !r.first(p(1, 5, 6)) || !r.first(p(1, 7)) || r.first(p(1, 5, 6)) {
-		t.Fatal("pages of one message are different pushes; a repeated page is not")
+	if _, ok := r.fresh(p(1)); ok {
+		t.Fatal("a repeated broadcast must be dropped")
 	}
-	for id := int64(2); id <= 5; id++ { // push the first ones out of the ring
-		r.first(p(id))
+	if got, ok := r.fresh(p(2, 5, 6)); !ok || !slices.Equal(got, []int64{5, 6}) {
+		t.Fatalf("first push of message 2 = %v %v", got, ok)
 	}
-	if !r.first(p(1)) {
+	// The repeat reaches a user who reconnected here in between, and nobody twice.
+	if got, ok := r.fresh(p(2, 5, 6, 7)); !ok || !slices.Equal(got, []int64{7}) {
+		t.Fatalf("repeat of message 2 = %v %v, want only the new recipient 7", got, ok)
+	}
+	for id := int64(10); id < 14; id++ { // push everything out of the ring of 4
+		r.fresh(p(id))
+	}
+	if _, ok := r.fresh(p(1)); !ok {
 		t.Fatal("the ring forgets the oldest entries")
 	}
 }

@@ -239,7 +239,8 @@ func (g *Gateway) onPush(value []byte) {
 		g.m.frames.WithLabelValues("out", "friend-online").Add(n)
 		return
 	}
-	if !g.recent.first(p) {
+	recipients, deliver := g.recent.fresh(p)
+	if !deliver {
 		g.m.frames.WithLabelValues("out", "duplicate-dropped").Inc()
 		return
 	}
@@ -249,7 +250,7 @@ func (g *Gateway) onPush(value []byte) {
 	}
 	frame := wire.Encode("new-message", wire.NewMessage{ConversationID: p.Message.ConversationID, Message: wire.MessageFromPush(p.Message)})
 	var n float64
-	deliver := func(c *wsnet.Conn) {
+	send := func(c *wsnet.Conn) {
 		if c.ID() == skip {
 			return
 		}
@@ -257,10 +258,10 @@ func (g *Gateway) onPush(value []byte) {
 		n++
 	}
 	if len(p.Recipients) == 0 {
-		g.sockets.Each(1, deliver)
+		g.sockets.Each(1, send)
 	} else {
-		for _, uid := range p.Recipients {
-			g.sockets.User(uid, deliver)
+		for _, uid := range recipients {
+			g.sockets.User(uid, send)
 		}
 	}
 	g.m.frames.WithLabelValues("out", "new-message").Add(n)
