@@ -84,8 +84,8 @@ type Memory struct {
 type memTopic struct {
 	subs   map[*memSub]struct{} // guarded by Memory.mu
 	groups []*memGroup          // append-only; guarded by Memory.mu
-	// backlog holds records published while no group consumed the topic, for the
-	// first group that joins — Kafka's "a new group starts at the oldest offset", so
+	// backlog holds records of the jobs topic published while no group consumed
+	// it, for the first group that joins — Kafka's "a new group starts at the oldest offset", so
 	// a job published while task is still starting is not lost. Bounded by the
 	// group limit (oldest dropped first). Guarded by Memory.mu (written under the
 	// write lock only).
@@ -270,6 +270,11 @@ func (m *Memory) topicLocked(name string) *memTopic {
 // keepForGroups puts rec in topic's backlog when the topic still has no group,
 // and reports whether it did (false: a group joined meanwhile; publish to it).
 func (m *Memory) keepForGroups(topic string, rec memRecord) bool {
+	if topic != TopicJobs {
+		// Only the jobs topic is read by a group; other topics are only tailed by
+		// subscribers, and keeping their records would grow without bound.
+		return false
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	t := m.topicLocked(topic)

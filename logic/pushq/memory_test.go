@@ -145,3 +145,26 @@ func TestMemoryLeavingMemberHandsOverItsLanes(t *testing.T) {
 		t.Errorf("handled %d distinct records, want %d", len(seen), n)
 	}
 }
+
+// Records of topics no group reads are not kept: the broadcast and gateway topics
+// are only tailed by subscribers, and a backlog for them would only grow.
+func TestMemoryKeepsBacklogOnlyForJobs(t *testing.T) {
+	m := NewMemory()
+	t.Cleanup(func() { _ = m.Close() })
+	for range 100 {
+		if err := m.Publish(t.Context(), TopicBroadcast, nil, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Publish(t.Context(), TopicJobs, []byte("k"), []byte("j")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if tp := m.topics[TopicBroadcast]; tp != nil && len(tp.backlog) != 0 {
+		t.Fatalf("broadcast backlog = %d records, want 0", len(tp.backlog))
+	}
+	if n := len(m.topics[TopicJobs].backlog); n != 100 {
+		t.Fatalf("jobs backlog = %d records, want 100", n)
+	}
+}
