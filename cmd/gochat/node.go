@@ -304,11 +304,10 @@ func (n *node) build(ctx context.Context, target string) (component, error) {
 		if err != nil {
 			return nil, err
 		}
-		cli, err := n.etcdClient()
+		gateways, watch, err := n.gatewayWatch()
 		if err != nil {
-			return nil, fmt.Errorf("etcd client: %w", err)
+			return nil, err
 		}
-		gateways := &gatewaySet{}
 		l, err := logic.New(n.cfg.Logic, logic.Deps{
 			Log: log, Metrics: n.reg, Repo: repoCli, Task: taskCli, Bus: n.bus, Tokens: n.signer, Gateways: gateways,
 		})
@@ -316,11 +315,7 @@ func (n *node) build(ctx context.Context, target string) (component, error) {
 			return nil, err
 		}
 		return componentFunc(func(ctx context.Context) error {
-			watchCtx, stopWatch := context.WithCancel(ctx)
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go func() { defer wg.Done(); _ = gateways.watch(watchCtx, cli, log) }()
-			defer func() { stopWatch(); wg.Wait() }()
+			defer watch(ctx)()
 			return l.Run(ctx, func(ctx context.Context) error {
 				return n.serveKitex(ctx, logic.ServiceName, n.cfg.Logic.RPCAddr, func(o ...server.Option) server.Server {
 					return logicservice.NewServer(l, o...)
@@ -332,21 +327,16 @@ func (n *node) build(ctx context.Context, target string) (component, error) {
 		if err != nil {
 			return nil, err
 		}
-		cli, err := n.etcdClient()
+		gateways, watch, err := n.gatewayWatch()
 		if err != nil {
-			return nil, fmt.Errorf("etcd client: %w", err)
+			return nil, err
 		}
-		gateways := &gatewaySet{}
 		t, err := task.New(n.cfg.Task, task.Deps{Log: log, Metrics: n.reg, Bus: n.bus, Repo: repoCli, Gateway: gateways})
 		if err != nil {
 			return nil, err
 		}
 		return componentFunc(func(ctx context.Context) error {
-			watchCtx, stopWatch := context.WithCancel(ctx)
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go func() { defer wg.Done(); _ = gateways.watch(watchCtx, cli, log) }()
-			defer func() { stopWatch(); wg.Wait() }()
+			defer watch(ctx)()
 			return t.Run(ctx, func(ctx context.Context) error {
 				return n.serveKitex(ctx, task.ServiceName, n.cfg.Task.RPCAddr, func(o ...server.Option) server.Server {
 					return taskservice.NewServer(t, o...)
@@ -390,6 +380,27 @@ func (n *node) build(ctx context.Context, target string) (component, error) {
 		}), nil
 	}
 	return nil, fmt.Errorf("unknown target %q", target)
+}
+
+// gatewayWatch returns a live-gateway set and a function that keeps it current from
+// etcd while a component runs: `defer watch(ctx)()` starts the watch and stops it
+// (waiting for it) when the component returns.
+func (n *node) gatewayWatch() (*gatewaySet, func(context.Context) func(), error) {
+	cli, err := n.etcdClient()
+	if err != nil {
+		return nil, nil, fmt.Errorf("etcd client: %w", err)
+	}
+	set := &gatewaySet{}
+	watch := func(ctx context.Context) func() {
+		ctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = set.watch(ctx, cli, n.log)
+		}()
+		return func() { cancel(); <-done }
+	}
+	return set, watch, nil
 }
 
 func (n *node) buildRepo(ctx context.Context) (component, error) {
