@@ -188,7 +188,8 @@ func (l *Logic) Send(ctx context.Context, req *logicapi.SendReq) (*logicapi.Send
 		return nil, bizErr(base.ErrCode_INVALID_CONVERSATION, "invalid conversation id")
 	}
 	if req.ConversationId != WorldID {
-		// Membership implies the conversation exists; a missing one reads as 404.
+		// Membership implies the conversation exists. Only a refused sender pays for
+		// telling "no such conversation" (404) from "not a member" (403).
 		if err := l.checkMember(ctx, req.UserId, req.ConversationId); err != nil {
 			if isCode(err, base.ErrCode_NOT_MEMBER) {
 				if _, _, verr := l.visibleConversation(ctx, req.UserId, req.ConversationId); isCode(verr, base.ErrCode_CONVERSATION_NOT_FOUND) {
@@ -211,8 +212,8 @@ func (l *Logic) Send(ctx context.Context, req *logicapi.SendReq) (*logicapi.Send
 	}
 	l.sendSeconds.Observe(sinceSeconds(start))
 	// A duplicate is pushed again too: the first attempt may have been stored by a
-	// logic that died before publishing. Gateways drop a push they already delivered
-	// (same message, same recipients), so a resend is still delivered once.
+	// logic that died before publishing. Gateways drop a delivery they already made
+	// (same message, same recipient), so a resend still reaches each user once.
 	l.fanout.enqueue(messageJob(resp.Message, req.OriginConn))
 	return &logicapi.SendResp{Message: resp.Message, Duplicate: resp.Duplicate}, nil
 }
