@@ -12,6 +12,10 @@ type metrics struct {
 	frames       *prometheus.CounterVec   // application frames by direction and type
 	httpReqs     *prometheus.CounterVec
 	resubscribes prometheus.Counter
+	duplicates   prometheus.Counter // pushes whose every delivery was already made here
+	// Children resolved once, so the per-frame path does no label lookups.
+	in, out         map[string]prometheus.Counter
+	sendOK, sendErr prometheus.Observer
 }
 
 func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
@@ -34,13 +38,25 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
 			Name: "gochat_gateway_resubscribes_total",
 			Help: "Push subscriptions lost and re-established (bus outages).",
 		}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gochat_gateway_duplicate_pushes_total",
+			Help: "Pushes dropped because this gateway already delivered them (resends, redone fan-out pages).",
+		}),
 		httpReqs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gochat_gateway_http_requests_total",
 			Help: "HTTP API requests by status code.",
 		}, []string{"code"}),
 	}
+	m.sendOK, m.sendErr = m.sendSeconds.WithLabelValues("ok"), m.sendSeconds.WithLabelValues("error")
+	m.in, m.out = map[string]prometheus.Counter{}, map[string]prometheus.Counter{}
+	for _, typ := range []string{"send-message", "ping", "sync", "read", "unknown", "invalid"} {
+		m.in[typ] = m.frames.WithLabelValues("in", typ)
+	}
+	for _, typ := range []string{"connected", "message-ack", "error", "pong", "sync-result", "new-message", "friend-online"} {
+		m.out[typ] = m.frames.WithLabelValues("out", typ)
+	}
 	cs := []prometheus.Collector{
-		m.sendSeconds, m.pushSeconds, m.frames, m.httpReqs, m.resubscribes,
+		m.sendSeconds, m.pushSeconds, m.frames, m.httpReqs, m.resubscribes, m.duplicates,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "gochat_gateway_connections", Help: "Open WebSocket connections.",
 		}, func() float64 { return float64(g.ws.Conns()) }),

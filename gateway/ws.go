@@ -84,7 +84,7 @@ func (h *wsHandler) OnClose(c *wsnet.Conn, _ int, _ string) {
 }
 
 func (g *Gateway) write(c *wsnet.Conn, typ string, data any) {
-	g.m.frames.WithLabelValues("out", typ).Inc()
+	g.m.out[typ].Inc()
 	// Send only fails when the socket is closed or was just closed for being too slow;
 	// either way the client recovers by seq after reconnecting.
 	_ = c.Send(wire.Encode(typ, data))
@@ -94,24 +94,21 @@ func (g *Gateway) writeError(c *wsnet.Conn, code, msg, tempID string) {
 	g.write(c, "error", wire.Error{Code: code, Message: msg, TempMessageID: tempID})
 }
 
-// frameTypes bounds the label values of the frames metric.
-var frameTypes = map[string]bool{"send-message": true, "ping": true, "sync": true, "read": true}
-
 // OnText handles one client frame. Frames of one socket are handled in order.
 func (h *wsHandler) OnText(c *wsnet.Conn, msg []byte) {
 	g := (*Gateway)(h)
 	s := c.Data().(*session)
 	var f wire.InFrame
 	if err := json.Unmarshal(msg, &f); err != nil {
-		g.m.frames.WithLabelValues("in", "invalid").Inc()
+		g.m.in["invalid"].Inc()
 		g.writeError(c, "BAD_FRAME", `frame must be a JSON object {"type": "...", "data": {...}}`, "")
 		return
 	}
-	label := f.Type
-	if !frameTypes[label] {
-		label = "unknown"
+	in, ok := g.m.in[f.Type]
+	if !ok || f.Type == "invalid" { // "invalid" labels undecodable frames, not a type
+		in = g.m.in["unknown"]
 	}
-	g.m.frames.WithLabelValues("in", label).Inc()
+	in.Inc()
 	switch f.Type {
 	case "ping":
 		g.write(c, "pong", nil)
@@ -133,18 +130,12 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// wsError maps an error from logic to an error frame's code and message.
-func (g *Gateway) wsError(op string, err error) (string, string) {
-	ae := g.classify(op, err)
-	return ae.code, ae.msg
-}
-
 func (g *Gateway) onSend(c *wsnet.Conn, s *session, raw json.RawMessage) {
 	start := time.Now()
 	var d wire.SendMessage
 	if len(raw) == 0 || json.Unmarshal(raw, &d) != nil {
 		g.writeError(c, "BAD_FRAME", "send-message data must be an object with conversationId, content, messageType and tempMessageId", "")
-		g.m.sendSeconds.WithLabelValues("error").Observe(time.Since(start).Seconds())
+		g.m.sendErr.Observe(time.Since(start).Seconds())
 		return
 	}
 	tempID := d.TempID()
@@ -168,8 +159,8 @@ func (g *Gateway) onSend(c *wsnet.Conn, s *session, raw json.RawMessage) {
 		})
 		cancel()
 		if err != nil {
-			code, msg := g.wsError("send", err)
-			g.writeError(c, code, msg, tempID)
+			ae := g.classify("send", err)
+			g.writeError(c, ae.code, ae.msg, tempID)
 			break
 		}
 		m := resp.Message
@@ -177,10 +168,10 @@ func (g *Gateway) onSend(c *wsnet.Conn, s *session, raw json.RawMessage) {
 			TempMessageID: tempID, ClientMsgID: tempID, MessageID: wire.ID(m.Id), ConversationID: m.ConversationId,
 			SeqID: m.Seq, SendTime: wire.Time(m.CreatedAtMs),
 		})
-		g.m.sendSeconds.WithLabelValues("ok").Observe(time.Since(start).Seconds())
+		g.m.sendOK.Observe(time.Since(start).Seconds())
 		return
 	}
-	g.m.sendSeconds.WithLabelValues("error").Observe(time.Since(start).Seconds())
+	g.m.sendErr.Observe(time.Since(start).Seconds())
 }
 
 func (g *Gateway) onSync(c *wsnet.Conn, s *session, raw json.RawMessage) {
@@ -195,8 +186,8 @@ func (g *Gateway) onSync(c *wsnet.Conn, s *session, raw json.RawMessage) {
 		UserId: s.userID, ConversationId: d.ConversationID, Page: 0, Size: min(d.Limit, 100), AfterSeq: d.AfterSeq,
 	})
 	if err != nil {
-		code, msg := g.wsError("sync", err)
-		g.writeError(c, code, msg, "")
+		ae := g.classify("sync", err)
+		g.writeError(c, ae.code, ae.msg, "")
 		return
 	}
 	out := make([]wire.Message, len(resp.Messages))
@@ -215,8 +206,8 @@ func (g *Gateway) onRead(c *wsnet.Conn, s *session, raw json.RawMessage) {
 	ctx, cancel := g.callCtx(context.Background())
 	defer cancel()
 	if _, err := g.logic.MarkRead(ctx, &logicapi.MarkReadReq{UserId: s.userID, ConversationId: d.ConversationID, Seq: d.SeqID}); err != nil {
-		code, msg := g.wsError("read", err)
-		g.writeError(c, code, msg, "")
+		ae := g.classify("read", err)
+		g.writeError(c, ae.code, ae.msg, "")
 	}
 }
 
@@ -236,12 +227,12 @@ func (g *Gateway) onPush(value []byte) {
 		for _, uid := range p.Recipients {
 			g.sockets.User(uid, func(c *wsnet.Conn) { _ = c.Send(frame); n++ })
 		}
-		g.m.frames.WithLabelValues("out", "friend-online").Add(n)
+		g.m.out["friend-online"].Add(n)
 		return
 	}
 	recipients, deliver := g.recent.fresh(p)
 	if !deliver {
-		g.m.frames.WithLabelValues("out", "duplicate-dropped").Inc()
+		g.m.duplicates.Inc()
 		return
 	}
 	var skip uint64
@@ -264,7 +255,7 @@ func (g *Gateway) onPush(value []byte) {
 			g.sockets.User(uid, send)
 		}
 	}
-	g.m.frames.WithLabelValues("out", "new-message").Add(n)
+	g.m.out["new-message"].Add(n)
 	if p.Message.CreatedAtMs > 0 {
 		g.m.pushSeconds.Observe(time.Since(time.UnixMilli(p.Message.CreatedAtMs)).Seconds())
 	}

@@ -591,6 +591,13 @@ func worldChat(t *testing.T, c *cluster) {
 		t.Fatalf("history = %+v pagination %+v", hist, r.Env.Pagination)
 	}
 
+	// afterSeq is a cursor even at 0: the oldest messages first.
+	var first []message
+	call(t, "GET", api+"/conversations/world/messages?afterSeq=0&size=2", bobTok, nil).want(t, 200, "").decode(t, &first)
+	if len(first) != 2 || first[0].SeqID != 1 || first[1].SeqID != 2 {
+		t.Fatalf("afterSeq=0 page = %+v, want seqs 1 and 2", first)
+	}
+
 	// Unread: bob has read nothing but his own marker; PUT read clears it (world included).
 	call(t, "GET", api+"/conversations", bobTok, nil).want(t, 200, "").decode(t, &convs)
 	if convs[0].UnreadCount != 1 { // the HTTP message came after bob's own marker
