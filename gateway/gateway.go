@@ -293,3 +293,8 @@ func (g *Gateway) follow(ctx context.Context, topic string, ready chan<- struct{
 		backoff = min(2*backoff, 5*time.Second)
 	}
 }
+
+// OnDemandBuffers makes netpoll size connection buffers on demand and free them when a
+// connection is idle (see wsnet.OnDemandBuffers). It is process-wide and must run
+// before any netpoll connection exists: main calls it first thing.
+func OnDemandBuffers() error { return wsnet.OnDemandBuffers() }

@@ -14,6 +14,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/gochat/gochat/gateway"
 )
 
 func main() {
@@ -27,6 +29,11 @@ func main() {
 }
 
 func run(args, environ []string, stdout, stderr io.Writer) error {
+	// Before any netpoll connection exists: an idle WebSocket would otherwise pin
+	// ~12 KiB of netpoll buffers (see gateway.OnDemandBuffers).
+	if err := gateway.OnDemandBuffers(); err != nil {
+		return fmt.Errorf("netpoll buffers: %w", err)
+	}
 	cfg, opts, err := Load(args, environ, stderr)
 	if err != nil {
 		return err

@@ -31,6 +31,11 @@ func TestMain(m *testing.M) {
 	// Run netpoll tasks on plain goroutines: gopool recovers panics and only logs them,
 	// which would hide a panic on the read path from these tests. Now it crashes.
 	_ = netpoll.DisableGopool()
+	// The production buffer policy (cmd/gochat sets it too): reads borrow a pooled
+	// node that is freed once drained, so frame parsing is tested across node swaps.
+	if err := OnDemandBuffers(); err != nil {
+		panic(err)
+	}
 	os.Exit(m.Run())
 }
 
