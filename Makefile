@@ -41,10 +41,16 @@ lint: ## gofmt + go vet over every module
 tidy: ## go mod tidy in every module
 	for m in $(MODULES); do (cd $$m && go mod tidy) || exit 1; done
 
-bench: ## load harnesses (see bench/README.md)
-	go run ./bench/cmd/gochat-bench -h
+bench: ## one benchmark: make bench S=conns|latency|throughput|fanout [T=all|split] [G=gateways] (see bench/README.md)
+	./scripts/bench.sh -t $(or $(T),all) -g $(or $(G),2) $(or $(S),quick)
 
-.PHONY: help run build test test-integration test-browser test-short gen check-gen lint tidy bench
+bench-quick: ## all four harnesses at reduced size on one gochat process (under 5 minutes)
+	./scripts/bench.sh quick
+
+bench-full: ## all four at the target sizes on a 16-gateway dev cluster (300k sockets)
+	./scripts/bench.sh full
+
+.PHONY: help run build test test-integration test-browser test-short gen check-gen lint tidy bench bench-quick bench-full
 
 cluster-up: ## dev cluster on this machine: devetcd, devkafka (in-memory), repo, logic, task, N=2 gateways (N=3 make cluster-up)
 	./scripts/cluster.sh up -n $(or $(N),2)

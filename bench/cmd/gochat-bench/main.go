@@ -1,7 +1,13 @@
 // Command gochat-bench holds GoChat's load harnesses. Subcommands take flags, never
-// positional arguments:
+// positional arguments; every run prints a live progress line and writes
+// bench/results/<timestamp>-<name>.json and .md with a PASS/FAIL line per target.
 //
-//	gochat-bench conns -url http://127.0.0.1:8080 -n 1000 -pid $(pgrep -n gochat)
+//	gochat-bench conns      -n 300000 -gateways ... -admins ... -secret ...
+//	gochat-bench latency    -rate 10k -pairs 200 -idle 10000
+//	gochat-bench throughput -pairs 200 -windows 1,4,16,32
+//	gochat-bench fanout     -receivers 10000 -rate 20
+//
+// scripts/bench.sh starts a topology, runs one of these and stops what it started.
 package main
 
 import (
@@ -10,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 )
 
 func main() {
@@ -22,18 +29,37 @@ func main() {
 	}
 }
 
-var subcommands = map[string]func(args []string, stdout, stderr io.Writer) error{
-	"conns": runConns,
+type subcommand struct {
+	run  func(args []string, stdout, stderr io.Writer) error
+	help string // empty: internal, not listed
+}
+
+var subcommands = map[string]subcommand{
+	"conns":        {runConns, "connection storm and density: N idle authenticated sockets over several gateways; connects/s, handshake percentiles, gateway RSS and heap per socket"},
+	"latency":      {runLatency, "paced open-loop sends in 1:1 and group conversations beside idle sockets; send→ack and send→recipient percentiles"},
+	"throughput":   {runThroughput, "closed-loop 1:1 senders at rising windows; the highest acked sends/s with ack p99 under 50 ms"},
+	"fanout":       {runFanout, "world room with N receivers; deliveries/s and time for one message to reach all of them"},
+	"conns-worker": {runConnsWorker, ""},
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "help" {
-		fmt.Fprintln(stderr, "usage: gochat-bench <subcommand> [flags]\n\nsubcommands:\n  conns   open N idle authenticated WebSockets; report connect rate, handshake latency and gateway memory per socket")
+		fmt.Fprintln(stderr, "usage: gochat-bench <subcommand> [flags]   (gochat-bench <subcommand> -h for its flags)\n\nsubcommands:")
+		names := make([]string, 0, len(subcommands))
+		for name, sc := range subcommands {
+			if sc.help != "" {
+				names = append(names, name)
+			}
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			fmt.Fprintf(stderr, "  %-11s %s\n", name, subcommands[name].help)
+		}
 		return flag.ErrHelp
 	}
 	sc, ok := subcommands[args[0]]
 	if !ok {
 		return fmt.Errorf("unknown subcommand %q (try -h)", args[0])
 	}
-	return sc(args[1:], stdout, stderr)
+	return sc.run(args[1:], stdout, stderr)
 }

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gochat/gochat/bench/internal/report"
+)
+
+// common holds the flags every subcommand shares.
+type common struct {
+	gateways string // comma list of gateway host:port (HTTP API and /ws)
+	admins   string // comma list of gateway admin host:port (/metrics), same order; optional
+	secret   string // the deployment's auth.secret: mint tokens instead of creating guests
+	out      string // result directory
+	topology string // label recorded in the result: all | split | ...
+	loops    int    // client epoll loops per process
+	sources  int    // source addresses 127.0.0.2 ... used round-robin
+	strict   bool   // exit non-zero when a target fails
+
+	gw  []netip.AddrPort
+	adm []string
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.gateways, "gateways", "127.0.0.1:8080", "comma list of gateway host:port (HTTP API and /ws); sockets are spread round-robin")
+	fs.StringVar(&c.admins, "admins", "", "comma list of the gateways' admin host:port, same order, for RSS and heap from /metrics (empty: not measured)")
+	fs.StringVar(&c.secret, "secret", "", "the deployment's auth.secret: mint tokens for synthetic users instead of creating guests through the API (bench only)")
+	fs.StringVar(&c.out, "out", "bench/results", "directory for the <timestamp>-<name>.json and .md result files")
+	fs.StringVar(&c.topology, "topology", "all", "topology label recorded with the result (all, split, ...)")
+	fs.IntVar(&c.loops, "loops", 0, "client epoll loops per process (0 = GOMAXPROCS)")
+	fs.IntVar(&c.sources, "sources", 32, "source addresses 127.0.0.2... to spread client ports over (IP_BIND_ADDRESS_NO_PORT); 0 = kernel's choice")
+	fs.BoolVar(&c.strict, "strict", false, "exit with an error when a target fails")
+}
+
+func (c *common) parse() error {
+	c.gw = nil
+	for s := range strings.SplitSeq(c.gateways, ",") {
+		ap, err := netip.ParseAddrPort(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("-gateways %q: %w", s, err)
+		}
+		c.gw = append(c.gw, ap)
+	}
+	c.adm = nil
+	if c.admins != "" {
+		for s := range strings.SplitSeq(c.admins, ",") {
+			c.adm = append(c.adm, strings.TrimSpace(s))
+		}
+		if len(c.adm) != len(c.gw) {
+			return fmt.Errorf("-admins lists %d addresses for %d gateways", len(c.adm), len(c.gw))
+		}
+	}
+	if c.sources < 0 || c.sources > 250 {
+		return errors.New("-sources must be 0..250")
+	}
+	return nil
+}
+
+func (c *common) sourceIPs() []netip.Addr {
+	ips := make([]netip.Addr, c.sources)
+	for i := range ips {
+		ips[i] = netip.AddrFrom4([4]byte{127, 0, 0, byte(2 + i)})
+	}
+	return ips
+}
+
+func (c *common) apiFor(i int) *api { return newAPI("http://" + c.gw[i%len(c.gw)].String()) }
+
+// config records the shared flags in a result.
+func (c *common) config(r *report.Result) {
+	r.Topology = c.topology
+	r.Config["gateways"] = c.gateways
+	r.Config["admins"] = c.admins
+	r.Config["minted_tokens"] = c.secret != ""
+	r.Config["loops"] = c.loops
+	r.Config["sources"] = c.sources
+}
+
+// finish writes the result files, prints the summary and, with -strict, fails on a
+// missed target.
+func (c *common) finish(r *report.Result, start time.Time, stdout io.Writer) error {
+	r.Duration = time.Since(start).Seconds()
+	js, md, err := r.Write(c.out)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\n%s\nresult: %s\nsummary: %s\n", r.Markdown(), js, md)
+	if c.strict && !r.Passed() {
+		return errors.New("a target was missed")
+	}
+	return nil
+}
+
+// gwMetrics is what the harness reads from a gateway's /metrics.
+type gwMetrics struct {
+	RSS         float64 `json:"rss_bytes"`
+	HeapInuse   float64 `json:"heap_inuse_bytes"`
+	Goroutines  float64 `json:"goroutines"`
+	Connections float64 `json:"connections"`
+}
+
+// scrape collects a gateway's metrics after a forced GC (pprof's heap endpoint runs
+// one when asked), so heap and RSS say what the sockets hold, not garbage.
+func scrape(ctx context.Context, admin string) (gwMetrics, error) {
+	hc := &http.Client{Timeout: 20 * time.Second}
+	get := func(path string) (*http.Response, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+path, nil)
+		if err != nil {
+			return nil, err
+		}
+		return hc.Do(req)
+	}
+	if resp, err := get("/debug/pprof/heap?gc=1"); err == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	resp, err := get("/metrics")
+	if err != nil {
+		return gwMetrics{}, fmt.Errorf("scrape %s: %w", admin, err)
+	}
+	defer resp.Body.Close()
+	var m gwMetrics
+	want := map[string]*float64{
+		"process_resident_memory_bytes": &m.RSS,
+		"go_memstats_heap_inuse_bytes":  &m.HeapInuse,
+		"go_goroutines":                 &m.Goroutines,
+		"gochat_gateway_connections":    &m.Connections,
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		name, val, ok := strings.Cut(sc.Text(), " ")
+		if p, hit := want[name]; ok && hit {
+			if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+				*p = v
+			}
+		}
+	}
+	return m, sc.Err()
+}
+
+// parseRate accepts "1000" or "1k"/"10k"/"1.5m".
+func parseRate(s string) (float64, error) {
+	mul := 1.0
+	switch {
+	case strings.HasSuffix(s, "k"):
+		mul, s = 1e3, strings.TrimSuffix(s, "k")
+	case strings.HasSuffix(s, "m"):
+		mul, s = 1e6, strings.TrimSuffix(s, "m")
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v <= 0 {
+		return 0, fmt.Errorf("rate %q: want a positive number, e.g. 5000 or 5k", s)
+	}
+	return v * mul, nil
+}

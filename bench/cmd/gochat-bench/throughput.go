@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gochat/gochat/bench/internal/report"
+)
+
+// step is one closed-loop level of throughput: every conversation keeps window sends
+// in flight.
+type step struct {
+	Window    int     `json:"window"`
+	InFlight  int     `json:"in_flight"`
+	Acked     int64   `json:"acked"`
+	AcksPerS  float64 `json:"acks_per_s"`
+	AckP50    float64 `json:"ack_p50_ms"`
+	AckP99    float64 `json:"ack_p99_ms"`
+	RecipP50  float64 `json:"recipient_p50_ms"`
+	RecipP99  float64 `json:"recipient_p99_ms"`
+	Unacked   int64   `json:"unacked"`
+	ErrFrames int64   `json:"error_frames"`
+}
+
+// runThroughput finds the highest rate of acked durable sends: closed-loop senders in
+// 1:1 conversations, each keeping -windows sends in flight, one level after another.
+func runThroughput(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("throughput", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c common
+	c.register(fs)
+	pairs := fs.Int("pairs", 200, "1:1 conversations (a registered sender and a guest recipient each)")
+	windowsS := fs.String("windows", "1,4,16,32", "sends in flight per conversation, one step per value")
+	stepDur := fs.Duration("step", 10*time.Second, "measured time per step")
+	warm := fs.Duration("warmup", 2*time.Second, "unmeasured time at the start of each step")
+	maxRate := fs.Int("max-rate", 100000, "capacity hint: the most sends per second the run may reach")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %v", fs.Args())
+	}
+	if err := c.parse(); err != nil {
+		return err
+	}
+	var windows []int
+	for s := range strings.SplitSeq(*windowsS, ",") {
+		w, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || w < 1 {
+			return fmt.Errorf("-windows: %q is not a positive number", s)
+		}
+		windows = append(windows, w)
+	}
+	if *pairs < 1 || *maxRate < 1 {
+		return errors.New("-pairs and -max-rate must be positive")
+	}
+	ctx := context.Background()
+	start := time.Now()
+	r := report.New("throughput")
+	c.config(r)
+	r.Config["pairs"], r.Config["windows"], r.Config["step"], r.Config["warmup"] = *pairs, *windowsS, stepDur.String(), warm.String()
+
+	capacity := int(float64(*maxRate)*(*stepDur+*warm).Seconds())*len(windows) + *pairs*windows[len(windows)-1]*len(windows)
+	t := newTraffic(capacity, len(windows))
+	var next atomic.Int64 // next send index
+	var stopAt atomic.Int64
+	var bucket atomic.Int32
+	var inflight sync.WaitGroup
+	var bySender sync.Map // *peer → conversation id
+	var sendErrs, overflow atomic.Int64
+	sendOne := func(p *peer, conv string) {
+		if time.Now().UnixNano() >= stopAt.Load() {
+			return
+		}
+		i := int(next.Add(1)) - 1
+		if i >= capacity {
+			overflow.Add(1)
+			return
+		}
+		now := time.Now()
+		inflight.Add(1)
+		t.mark(i, kindDirect, int(bucket.Load()), now)
+		if p.send(conv, content(i, now), strconv.Itoa(i)) != nil {
+			sendErrs.Add(1)
+			t.acked[i].Store(true)
+			inflight.Done()
+		}
+	}
+	t.onAck = func(p *peer, i int) {
+		defer inflight.Done()
+		if conv, ok := bySender.Load(p); ok {
+			sendOne(p, conv.(string))
+		}
+	}
+	f, err := newFleet(&c, t.onFrame)
+	if err != nil {
+		return err
+	}
+	defer f.close()
+	convs, err := setupConversations(ctx, &c, f, *pairs, 0, 0)
+	if err != nil {
+		return err
+	}
+	for _, cv := range convs {
+		bySender.Store(cv.sender, cv.id)
+	}
+	fmt.Fprintf(stderr, "throughput: %d conversations, windows %v, %s per step\n", len(convs), windows, *stepDur)
+
+	steps := make([]step, len(windows))
+	for si, w := range windows {
+		bucket.Store(int32(si))
+		begin := time.Now()
+		t.from = begin.Add(*warm).UnixNano()
+		stopAt.Store(begin.Add(*warm + *stepDur).UnixNano())
+		acked0, err0 := t.acks.Total(), f.errFrames.Load()
+		prog := report.NewProgress(stderr, time.Second, func() string {
+			return fmt.Sprintf("throughput: window %d: acked %d (%.0f acks/s) errors %d", w, t.acks.Total()-acked0, t.acks.Rate(), f.errFrames.Load()-err0)
+		})
+		for _, cv := range convs {
+			for range w {
+				sendOne(cv.sender, cv.id)
+			}
+		}
+		time.Sleep(time.Until(time.Unix(0, t.from)))
+		ackedAtFrom := t.acks.Total()
+		time.Sleep(time.Until(time.Unix(0, stopAt.Load())))
+		ackedAtStop := t.acks.Total()
+		// Let the step's in-flight sends finish (acks are due within 5 s) before the
+		// next step starts.
+		done := make(chan struct{})
+		go func() { inflight.Wait(); close(done) }()
+		timedOut := false
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			timedOut = true
+		}
+		prog.Stop()
+		st := step{Window: w, InFlight: w * len(convs), Acked: ackedAtStop - ackedAtFrom, ErrFrames: f.errFrames.Load() - err0}
+		st.AcksPerS = float64(st.Acked) / stepDur.Seconds()
+		ah, dh := t.ack[si][kindDirect], t.deliver[si][kindDirect]
+		st.AckP50, st.AckP99 = ms(ah.Quantile(0.5)), ms(ah.Quantile(0.99))
+		st.RecipP50, st.RecipP99 = ms(dh.Quantile(0.5)), ms(dh.Quantile(0.99))
+		if timedOut {
+			for i := range min(int(next.Load()), capacity) {
+				if !t.acked[i].Load() {
+					st.Unacked++
+				}
+			}
+			r.Notes = append(r.Notes, fmt.Sprintf("window %d: %d sends unacked 5 s after the step; later steps were not run", w, st.Unacked))
+			steps[si] = st
+			steps = steps[:si+1]
+			break
+		}
+		steps[si] = st
+		fmt.Fprintf(stderr, "throughput: window %d (%d in flight): %.0f acked/s, ack p50 %.2f ms p99 %.2f ms, recipient p50 %.2f ms p99 %.2f ms\n",
+			w, st.InFlight, st.AcksPerS, st.AckP50, st.AckP99, st.RecipP50, st.RecipP99)
+	}
+	r.Metrics["steps"] = steps
+	r.Metrics["send_errors"] = sendErrs.Load()
+	r.Metrics["lost_sockets"] = f.lostSocket.Load()
+	r.Metrics["duplicate_acks"] = t.dupAcks.Load()
+	if overflow.Load() > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("%d sends skipped: raise -max-rate", overflow.Load()))
+	}
+	if p := f.lastErr.Load(); p != nil {
+		r.Notes = append(r.Notes, "last error: "+*p)
+	}
+	best := -1
+	for i, st := range steps {
+		if st.Acked > 0 && st.AckP99 < 50 && st.Unacked == 0 && (best < 0 || st.AcksPerS > steps[best].AcksPerS) {
+			best = i
+		}
+	}
+	var unackedTotal int64
+	for _, st := range steps {
+		unackedTotal += st.Unacked
+	}
+	r.AddTarget("unacked sends", "<=", 0, float64(unackedTotal), "msgs")
+	if best < 0 {
+		r.AddTarget("acked sends/s with ack p99 < 50 ms", ">=", 10000, 0, "msgs/s")
+		r.Notes = append(r.Notes, "no step kept ack p99 under 50 ms")
+		return c.finish(r, start, stdout)
+	}
+	b := steps[best]
+	r.Metrics["best_window"] = b.Window
+	r.AddTarget("acked sends/s with ack p99 < 50 ms", ">=", 10000, b.AcksPerS, "msgs/s")
+	r.AddTarget("send→recipient p99 at that rate", "<", 50, b.RecipP99, "ms")
+	r.AddTarget("send→recipient p50 at that rate", "<", 5, b.RecipP50, "ms")
+	r.AddTarget("acked sends/s with ack p99 < 50 ms (seed's figure)", ">=", 50000, b.AcksPerS, "msgs/s")
+	return c.finish(r, start, stdout)
+}
