@@ -19,6 +19,7 @@ import (
 	"github.com/cloudwego/kitex/client"
 	"github.com/cloudwego/kitex/pkg/discovery"
 	"github.com/cloudwego/kitex/pkg/kerrors"
+	"github.com/cloudwego/kitex/pkg/connpool"
 	"github.com/cloudwego/kitex/pkg/loadbalance"
 	"github.com/cloudwego/kitex/pkg/loadbalance/lbcache"
 	"github.com/cloudwego/kitex/pkg/retry"
@@ -254,6 +255,13 @@ func (n *node) clientOptions() []client.Option {
 		client.WithRPCTimeout(5 * time.Second),
 		client.WithConnectTimeout(time.Second),
 		client.WithFailureRetry(rp),
+		// Kitex's default pool keeps 10 idle connections per instance: under a few
+		// hundred concurrent calls (a connect storm: Auth + Connect per socket) every
+		// call beyond that dialed and closed its own connection, and dials timed out
+		// against logic's full accept backlog. Keep what a burst opened.
+		client.WithLongConnection(connpool.IdleConfig{
+			MinIdlePerAddress: 2, MaxIdlePerAddress: 512, MaxIdleGlobal: 1 << 14, MaxIdleTimeout: time.Minute,
+		}),
 	}
 }
 

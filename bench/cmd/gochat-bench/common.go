@@ -120,9 +120,13 @@ func scrape(ctx context.Context, admin string) (gwMetrics, error) {
 		}
 		return hc.Do(req)
 	}
-	if resp, err := get("/debug/pprof/heap?gc=1"); err == nil {
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
+	// Twice: sync.Pool (netpoll's buffer cache among them) survives one GC in its
+	// victim cache.
+	for range 2 {
+		if resp, err := get("/debug/pprof/heap?gc=1"); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
 	}
 	resp, err := get("/metrics")
 	if err != nil {
