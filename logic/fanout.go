@@ -9,6 +9,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,6 +57,7 @@ type fanout struct {
 	retry      time.Duration
 	deferFor   time.Duration
 	largeGroup int // more members than this: hand the fan-out to task
+	singles    memberCache
 
 	shards []chan pushJob
 
@@ -76,7 +78,8 @@ type fanout struct {
 func newFanout(cfg Config, repo Repo, bus Publisher, task Task, gateways GatewaySet, log *slog.Logger, reg prometheus.Registerer) (*fanout, error) {
 	f := &fanout{
 		repo: repo, gateways: gateways, bus: bus, task: task, log: log, retry: cfg.PushRetry, deferFor: cfg.DeferDeadline, largeGroup: cfg.LargeGroup,
-		shards: make([]chan pushJob, cfg.PushShards),
+		singles: memberCache{max: max(cfg.UserCacheSize, 1)},
+		shards:  make([]chan pushJob, cfg.PushShards),
 		published: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gochat_logic_pushes_published_total", Help: "Push records published to the bus.",
 		}),
@@ -140,10 +143,7 @@ func (f *fanout) run() {
 			defer wg.Done()
 			batch := make([]pushJob, 0, 64)
 			for j := range ch {
-				batch = f.collect(ch, append(batch[:0], j))
-				for _, j := range batch {
-					f.do(j)
-				}
+				f.doBatch(f.collect(ch, append(batch[:0], j)))
 			}
 		}()
 	}
@@ -219,64 +219,111 @@ func (f *fanout) retrying(op func(ctx context.Context) error) error {
 	}
 }
 
-func (f *fanout) do(j pushJob) {
-	if j.msg != nil && j.msg.ConversationId == WorldID {
-		f.publish(pushq.TopicBroadcast, pushq.Push{Message: pushMessage(j.msg), OriginConn: j.origin})
-		return
-	}
-	var recipients []int64
-	large := false
-	err := f.retrying(func(ctx context.Context) error {
-		var err error
-		if j.msg != nil {
-			recipients, large, err = f.members(ctx, j.msg.ConversationId)
-		} else {
-			var resp *repoapi.ListPeersResp
-			if resp, err = f.repo.ListPeers(ctx, &repoapi.ListPeersReq{UserId: j.presence.UserID}); err == nil {
-				recipients = resp.UserIds
-			}
+// doBatch carries out a collected batch with as few repo calls as it can: recipients
+// per job (1:1 members come from a cache: they never change), then ONE route lookup
+// for every recipient of the batch, then the records in batch order. One lookup per
+// message was the push path's limit: at ~3,000 sends/s its queue grew without bound.
+func (f *fanout) doBatch(batch []pushJob) {
+	recipients := make([][]int64, len(batch))
+	skip := make([]bool, len(batch))
+	var union []int64
+	for i, j := range batch {
+		if j.msg != nil && j.msg.ConversationId == WorldID {
+			continue
 		}
-		return err
-	})
-	if err != nil {
-		f.drop(j, "recipients unavailable", err)
-		return
+		var large bool
+		err := f.retrying(func(ctx context.Context) error {
+			var err error
+			recipients[i], large, err = f.recipients(ctx, j)
+			return err
+		})
+		switch {
+		case err != nil:
+			f.drop(j, "recipients unavailable", err)
+			skip[i] = true
+		case large:
+			f.handToTask(j)
+			skip[i] = true
+		default:
+			union = append(union, recipients[i]...)
+		}
 	}
-	if large {
-		// Too many members to resolve here without holding up this shard: task pages
-		// through them (design.md §2 step 5).
-		job := pushq.FanoutJob{Message: pushMessage(j.msg), OriginConn: j.origin}
-		value, err := job.Encode()
+	var routes map[int64][]string
+	var routesErr error
+	if len(union) > 0 {
+		routesErr = f.retrying(func(ctx context.Context) error {
+			var err error
+			routes, err = f.routes(ctx, union)
+			return err
+		})
+	}
+	for i, j := range batch {
+		switch {
+		case j.msg != nil && j.msg.ConversationId == WorldID:
+			f.publish(pushq.TopicBroadcast, pushq.Push{Message: pushMessage(j.msg), OriginConn: j.origin})
+		case skip[i]:
+		case routesErr != nil:
+			f.drop(j, "routes unavailable", routesErr)
+		default:
+			f.publishRouted(j, recipients[i], routes)
+		}
+	}
+}
+
+// recipients resolves who a job is for: a conversation's members (or large), or the
+// friends and 1:1 peers of a user whose presence changed.
+func (f *fanout) recipients(ctx context.Context, j pushJob) ([]int64, bool, error) {
+	if j.msg == nil {
+		resp, err := f.repo.ListPeers(ctx, &repoapi.ListPeersReq{UserId: j.presence.UserID})
 		if err != nil {
-			f.drop(j, "encode fan-out job", err)
-			return
+			return nil, false, err
 		}
-		f.publishValue(pushq.TopicJobs, job.Key(), value)
+		return resp.UserIds, false, nil
+	}
+	return f.members(ctx, j.msg.ConversationId)
+}
+
+// handToTask publishes a large group's message as a fan-out job: too many members to
+// resolve here without holding up this shard, so task pages through them (design.md
+// §2 step 5).
+func (f *fanout) handToTask(j pushJob) {
+	job := pushq.FanoutJob{Message: pushMessage(j.msg), OriginConn: j.origin}
+	value, err := job.Encode()
+	if err != nil {
+		f.drop(j, "encode fan-out job", err)
 		return
 	}
-	byGateway := map[string][]int64{}
-	err = f.retrying(func(ctx context.Context) error {
-		clear(byGateway)
-		for chunk := range slices.Chunk(recipients, 1000) {
-			resp, err := f.repo.GetRoutes(ctx, &repoapi.GetRoutesReq{UserIds: chunk})
-			if err != nil {
-				return err
-			}
-			for uid, gws := range resp.Routes {
-				for _, gw := range gws {
-					if f.gateways != nil && !f.gateways.Alive(gw) {
-						f.deadRoutes.Inc()
-						continue
-					}
-					byGateway[gw] = append(byGateway[gw], uid)
-				}
-			}
+	f.publishValue(pushq.TopicJobs, job.Key(), value)
+}
+
+// routes looks up the gateways of users (duplicates allowed), 1,000 per call.
+func (f *fanout) routes(ctx context.Context, users []int64) (map[int64][]string, error) {
+	slices.Sort(users)
+	users = slices.Compact(users)
+	out := make(map[int64][]string, len(users))
+	for chunk := range slices.Chunk(users, 1000) {
+		resp, err := f.repo.GetRoutes(ctx, &repoapi.GetRoutesReq{UserIds: chunk})
+		if err != nil {
+			return nil, err
 		}
-		return nil
-	})
-	if err != nil {
-		f.drop(j, "routes unavailable", err)
-		return
+		for uid, gws := range resp.Routes {
+			out[uid] = gws
+		}
+	}
+	return out, nil
+}
+
+// publishRouted publishes one record per live gateway that holds a recipient.
+func (f *fanout) publishRouted(j pushJob, recipients []int64, routes map[int64][]string) {
+	byGateway := map[string][]int64{}
+	for _, uid := range recipients {
+		for _, gw := range routes[uid] {
+			if f.gateways != nil && !f.gateways.Alive(gw) {
+				f.deadRoutes.Inc()
+				continue
+			}
+			byGateway[gw] = append(byGateway[gw], uid)
+		}
 	}
 	for gw, uids := range byGateway {
 		topic := pushq.GatewayTopic(gw)
@@ -285,6 +332,7 @@ func (f *fanout) do(j pushJob) {
 			continue
 		}
 		slices.Sort(uids)
+		uids = slices.Compact(uids)
 		p := pushq.Push{Recipients: uids}
 		if j.msg != nil {
 			p.Message, p.OriginConn = pushMessage(j.msg), j.origin
@@ -298,6 +346,12 @@ func (f *fanout) do(j pushJob) {
 // members lists the members of a conversation (the sender included: their other
 // sockets get the message too), or reports large when it has more than largeGroup.
 func (f *fanout) members(ctx context.Context, convID string) (ids []int64, large bool, err error) {
+	single := strings.HasPrefix(convID, singlePrefix)
+	if single {
+		if ids, ok := f.singles.get(convID); ok {
+			return ids, false, nil
+		}
+	}
 	resp, err := f.repo.ListMembers(ctx, &repoapi.ListMembersReq{ConversationId: convID, Limit: int32(f.largeGroup + 1)})
 	if err != nil {
 		return nil, false, err
@@ -309,7 +363,37 @@ func (f *fanout) members(ctx context.Context, convID string) (ids []int64, large
 	for i, m := range resp.Members {
 		ids[i] = m.UserId
 	}
+	if single && len(ids) == 2 {
+		f.singles.put(convID, ids)
+	}
 	return ids, false, nil
+}
+
+// singlePrefix starts every 1:1 conversation id (SingleID).
+const singlePrefix = "single_"
+
+// memberCache holds the two members of 1:1 conversations: fixed by the conversation
+// id, so an entry is never stale. Bounded: when full it starts over.
+type memberCache struct {
+	max int
+	mu  sync.RWMutex // guards m
+	m   map[string][]int64
+}
+
+func (c *memberCache) get(id string) ([]int64, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	ids, ok := c.m[id]
+	return ids, ok
+}
+
+func (c *memberCache) put(id string, ids []int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= c.max {
+		c.m = make(map[string][]int64)
+	}
+	c.m[id] = ids
 }
 
 func pushMessage(m *repoapi.Message) pushq.Message {

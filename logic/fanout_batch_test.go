@@ -1,0 +1,133 @@
+package logic
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/cloudwego/kitex/client/callopt"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gochat/gochat/kitex_gen/repoapi"
+	"github.com/gochat/gochat/logic/pushq"
+)
+
+// countingRepo answers the fan-out's lookups from fixed tables and counts the calls;
+// the embedded Repo is nil (any other call would fail the test by panicking).
+type countingRepo struct {
+	Repo
+	members map[string][]int64
+	routes  map[int64][]string
+
+	mu          sync.Mutex
+	listMembers map[string]int
+	getRoutes   [][]int64
+}
+
+func (r *countingRepo) ListMembers(_ context.Context, req *repoapi.ListMembersReq, _ ...callopt.Option) (*repoapi.ListMembersResp, error) {
+	r.mu.Lock()
+	r.listMembers[req.ConversationId]++
+	r.mu.Unlock()
+	resp := &repoapi.ListMembersResp{}
+	for _, id := range r.members[req.ConversationId] {
+		resp.Members = append(resp.Members, &repoapi.Member{UserId: id})
+	}
+	return resp, nil
+}
+
+func (r *countingRepo) GetRoutes(_ context.Context, req *repoapi.GetRoutesReq, _ ...callopt.Option) (*repoapi.GetRoutesResp, error) {
+	r.mu.Lock()
+	r.getRoutes = append(r.getRoutes, slices.Clone(req.UserIds))
+	r.mu.Unlock()
+	resp := &repoapi.GetRoutesResp{Routes: map[int64][]string{}}
+	for _, id := range req.UserIds {
+		if gws, ok := r.routes[id]; ok {
+			resp.Routes[id] = gws
+		}
+	}
+	return resp, nil
+}
+
+// capturePub records what is published, per topic, in order.
+type capturePub struct {
+	mu     sync.Mutex
+	topics map[string][]pushq.Push
+}
+
+func (c *capturePub) Publish(_ context.Context, topic string, _, value []byte) error {
+	p, err := pushq.DecodePush(value)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.topics[topic] = append(c.topics[topic], p)
+	return nil
+}
+
+// A batch costs one route lookup for all its recipients, 1:1 members are looked up
+// once per conversation ever, and each gateway still gets its records in batch order
+// with only its own recipients.
+func TestDoBatchOneRouteLookup(t *testing.T) {
+	repo := &countingRepo{
+		members: map[string][]int64{
+			"single_aaaa": {1, 2}, "single_bbbb": {3, 4}, "group_9": {1, 3},
+		},
+		routes:      map[int64][]string{1: {"gw-a"}, 2: {"gw-b"}, 3: {"gw-a"}},
+		listMembers: map[string]int{},
+	}
+	pub := &capturePub{topics: map[string][]pushq.Push{}}
+	f, err := newFanout(Default(), repo, pub, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := func(conv string, seq int64) pushJob {
+		return messageJob(&repoapi.Message{Id: seq, ConversationId: conv, Seq: seq}, "")
+	}
+	f.doBatch([]pushJob{msg("single_aaaa", 1), msg("single_aaaa", 2), msg("group_9", 1), msg("world", 7), msg("single_bbbb", 1), msg("single_aaaa", 3)})
+
+	if len(repo.getRoutes) != 1 || !slices.Equal(repo.getRoutes[0], []int64{1, 2, 3, 4}) {
+		t.Fatalf("GetRoutes calls %v, want one for users [1 2 3 4]", repo.getRoutes)
+	}
+	type rec struct {
+		conv string
+		seq  int64
+		to   []int64
+	}
+	got := func(topic string) []rec {
+		var out []rec
+		for _, p := range pub.topics[topic] {
+			out = append(out, rec{p.Message.ConversationID, p.Message.Seq, p.Recipients})
+		}
+		return out
+	}
+	wantA := []rec{{"single_aaaa", 1, []int64{1}}, {"single_aaaa", 2, []int64{1}}, {"group_9", 1, []int64{1, 3}}, {"single_bbbb", 1, []int64{3}}, {"single_aaaa", 3, []int64{1}}}
+	wantB := []rec{{"single_aaaa", 1, []int64{2}}, {"single_aaaa", 2, []int64{2}}, {"single_aaaa", 3, []int64{2}}}
+	for topic, want := range map[string][]rec{pushq.GatewayTopic("gw-a"): wantA, pushq.GatewayTopic("gw-b"): wantB} {
+		g := got(topic)
+		if len(g) != len(want) {
+			t.Fatalf("%s got %+v, want %+v", topic, g, want)
+		}
+		for i := range want {
+			if g[i].conv != want[i].conv || g[i].seq != want[i].seq || !slices.Equal(g[i].to, want[i].to) {
+				t.Fatalf("%s record %d = %+v, want %+v", topic, i, g[i], want[i])
+			}
+		}
+	}
+	if w := pub.topics[pushq.TopicBroadcast]; len(w) != 1 || w[0].Message.Seq != 7 {
+		t.Fatalf("broadcast records %+v, want the world message once", w)
+	}
+
+	// Next batch: the 1:1 members come from the cache, the group's are asked again
+	// (membership changes).
+	f.doBatch([]pushJob{msg("single_aaaa", 4), msg("single_bbbb", 2), msg("group_9", 2)})
+	if repo.listMembers["single_aaaa"] != 1 || repo.listMembers["single_bbbb"] != 1 || repo.listMembers["group_9"] != 2 {
+		t.Fatalf("ListMembers calls %v, want 1:1 conversations once and the group twice", repo.listMembers)
+	}
+	if len(repo.getRoutes) != 2 {
+		t.Fatalf("GetRoutes calls %d, want one per batch", len(repo.getRoutes))
+	}
+}
