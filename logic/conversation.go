@@ -39,8 +39,13 @@ func (l *Logic) visibleConversation(ctx context.Context, userID int64, convID st
 	return resp.Conversation, resp.ReadSeq, nil
 }
 
-// checkMember refuses users who are not members of a (non-world) conversation.
+// checkMember refuses users who are not members of a (non-world) conversation. The
+// two members of a 1:1 conversation never change, so once the fan-out has learnt them
+// the check needs no repo call.
 func (l *Logic) checkMember(ctx context.Context, userID int64, convID string) error {
+	if ids, ok := l.fanout.singles.get(convID); ok && slices.Contains(ids, userID) {
+		return nil
+	}
 	m, err := l.repo.GetMember(ctx, &repoapi.GetMemberReq{ConversationId: convID, UserId: userID})
 	if err != nil {
 		return l.passthrough("get member", err)

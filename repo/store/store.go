@@ -198,7 +198,13 @@ func Open(ctx context.Context, cfg Config, ids *snowflake.Node, log *slog.Logger
 		return &gorm.Config{
 			Logger:                 slowLogger{log: s.log},
 			SkipDefaultTransaction: true, // we open transactions where they are needed
-			NowFunc:                func() time.Time { return s.now().UTC() },
+			// Reuse prepared statements: re-parsing the same few statements was 11%
+			// of all CPU under send load with SQLite. Bounded (LRU), because IN lists
+			// of different lengths are different statements.
+			PrepareStmt:        true,
+			PrepareStmtMaxSize: 256,
+			PrepareStmtTTL:     10 * time.Minute,
+			NowFunc:            func() time.Time { return s.now().UTC() },
 		}
 	}
 
