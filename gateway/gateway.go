@@ -36,6 +36,7 @@ type Logic interface {
 	Guest(ctx context.Context, req *logicapi.GuestReq, opts ...callopt.Option) (*logicapi.LoginResp, error)
 	Logout(ctx context.Context, req *logicapi.LogoutReq, opts ...callopt.Option) (*logicapi.LogoutResp, error)
 	Auth(ctx context.Context, req *logicapi.AuthReq, opts ...callopt.Option) (*logicapi.AuthResp, error)
+	AuthBatch(ctx context.Context, req *logicapi.AuthBatchReq, opts ...callopt.Option) (*logicapi.AuthBatchResp, error)
 	GetUser(ctx context.Context, req *logicapi.GetUserReq, opts ...callopt.Option) (*logicapi.GetUserResp, error)
 	ListConversations(ctx context.Context, req *logicapi.ListConversationsReq, opts ...callopt.Option) (*logicapi.ListConversationsResp, error)
 	ListMessages(ctx context.Context, req *logicapi.ListMessagesReq, opts ...callopt.Option) (*logicapi.ListMessagesResp, error)
@@ -51,6 +52,7 @@ type Logic interface {
 	AddGroupMembers(ctx context.Context, req *logicapi.AddGroupMembersReq, opts ...callopt.Option) (*logicapi.GroupInfo, error)
 	RemoveGroupMember(ctx context.Context, req *logicapi.RemoveGroupMemberReq, opts ...callopt.Option) (*logicapi.RemoveGroupMemberResp, error)
 	Connect(ctx context.Context, req *logicapi.ConnectReq, opts ...callopt.Option) (*logicapi.ConnectResp, error)
+	ConnectBatch(ctx context.Context, req *logicapi.ConnectBatchReq, opts ...callopt.Option) (*logicapi.ConnectBatchResp, error)
 	Disconnect(ctx context.Context, req *logicapi.DisconnectReq, opts ...callopt.Option) (*logicapi.DisconnectResp, error)
 	RefreshRoutes(ctx context.Context, req *logicapi.RefreshRoutesReq, opts ...callopt.Option) (*logicapi.RefreshRoutesResp, error)
 }
@@ -85,6 +87,11 @@ type Gateway struct {
 	sockets *conn.Table[*wsnet.Conn]
 	ws      *wsnet.Server
 	recent  *recentPushes // message pushes already delivered here
+
+	// A WebSocket's auth and route registration go through these: a connect storm
+	// becomes a few batch calls to logic instead of two calls per socket.
+	auth    *batcher[string, *logicapi.AuthOutcome] // token -> its result
+	connect *batcher[int64, struct{}]               // user id of a socket opened here
 
 	ready    chan struct{} // closed when the listener is up and the push subscription is live
 	addr     atomic.Pointer[net.TCPAddr]
@@ -122,6 +129,8 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, PingInterval: cfg.PingInterval,
 		IdleTimeout: cfg.IdleTimeout, SendQueue: cfg.SendQueue, MaxHandshakes: cfg.MaxHandshakes,
 	}, (*wsHandler)(g))
+	g.auth = newBatcher(authWorkers, batchMax, g.authBatch)
+	g.connect = newBatcher(connectWorkers, batchMax, g.connectBatch)
 	m, err := newMetrics(d.Metrics, g)
 	if err != nil {
 		return nil, err
@@ -184,6 +193,15 @@ func (g *Gateway) Run(ctx context.Context) error {
 		g.refreshRoutes(refreshCtx)
 	}()
 
+	// The batchers serve the WebSocket handler; they stop after Hertz has shut
+	// down (the deferred calls run when Spin has returned).
+	g.auth.start()
+	g.connect.start()
+	defer func() {
+		g.auth.close()
+		g.connect.close()
+	}()
+
 	h := server.New(
 		server.WithListener(ln),
 		server.WithTransport(g.ws.Transport),
@@ -222,6 +240,27 @@ func (g *Gateway) Run(ctx context.Context) error {
 // callCtx bounds one call to logic.
 func (g *Gateway) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, g.cfg.RPCTimeout)
+}
+
+// authBatch is the auth batcher's call: one logic.AuthBatch for the tokens.
+func (g *Gateway) authBatch(ctx context.Context, tokens []string) ([]*logicapi.AuthOutcome, error) {
+	cctx, cancel := g.callCtx(ctx)
+	defer cancel()
+	resp, err := g.logic.AuthBatch(cctx, &logicapi.AuthBatchReq{Tokens: tokens})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Results, nil
+}
+
+// connectBatch is the connect batcher's call: one logic.ConnectBatch for the sockets.
+func (g *Gateway) connectBatch(ctx context.Context, userIDs []int64) ([]struct{}, error) {
+	cctx, cancel := g.callCtx(ctx)
+	defer cancel()
+	if _, err := g.logic.ConnectBatch(cctx, &logicapi.ConnectBatchReq{UserIds: userIDs, GatewayId: g.cfg.ID}); err != nil {
+		return nil, err
+	}
+	return make([]struct{}, len(userIDs)), nil
 }
 
 // refreshRoutes keeps this gateway's routes alive (they expire otherwise, which is

@@ -3,10 +3,13 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cloudwego/kitex/pkg/kerrors"
 
 	"github.com/gochat/gochat/gateway/internal/wire"
 	"github.com/gochat/gochat/gateway/internal/wsnet"
@@ -45,12 +48,22 @@ func (h *wsHandler) Authorize(ctx context.Context, r *wsnet.Request) (any, *wsne
 	}
 	cctx, cancel := g.callCtx(ctx)
 	defer cancel()
-	resp, err := g.logic.Auth(cctx, &logicapi.AuthReq{Token: tok})
+	res, err := g.auth.Do(cctx, tok)
+	switch {
+	case err != nil:
+	case res == nil:
+		err = errors.New("logic answered an auth with no result")
+	case res.ErrorCode != base.ErrCode_OK:
+		// The token's own failure, as the single Auth would have returned it.
+		err = kerrors.NewBizStatusError(int32(res.ErrorCode), res.Message)
+	case res.Session == nil:
+		err = errors.New("logic answered an auth without a session")
+	}
 	if err != nil {
 		ae := g.classify("ws auth", err)
 		return nil, rejectJSON(ae.status, ae.code, ae.msg)
 	}
-	return &session{userID: resp.Session.UserId, guest: resp.Session.IsGuest}, nil
+	return &session{userID: res.Session.UserId, guest: res.Session.IsGuest}, nil
 }
 
 // OnOpen registers the socket and greets it.
@@ -66,7 +79,7 @@ func (h *wsHandler) OnOpen(c *wsnet.Conn) {
 	// announces the user to friends and 1:1 peers.
 	ctx, cancel := g.callCtx(context.Background())
 	defer cancel()
-	if _, err := g.logic.Connect(ctx, &logicapi.ConnectReq{UserId: s.userID, GatewayId: g.cfg.ID}); err != nil {
+	if _, err := g.connect.Do(ctx, s.userID); err != nil {
 		g.log.Warn("registering socket route failed; the periodic refresh retries", "uid", s.userID, "err", err)
 	}
 }

@@ -2,6 +2,7 @@
 // every send-message frame. Errors are Kitex biz status errors carrying base.ErrCode.
 namespace go logicapi
 
+include "base.thrift"
 include "repo.thrift"
 
 struct Session {
@@ -44,6 +45,22 @@ struct AuthReq {
 }
 struct AuthResp {
     1: Session session
+}
+
+// Auth for many tokens at once (a gateway's connect storm): one signature check per
+// token and one revocation lookup for all of them. At most 1000 tokens.
+struct AuthBatchReq {
+    1: list<string> tokens
+}
+// One token's answer: a session, or the code and message the single Auth fails with
+// (UNAUTHORIZED for an invalid, expired or revoked token). OK means session is set.
+struct AuthOutcome {
+    1: optional Session session
+    2: base.ErrCode error_code
+    3: string message
+}
+struct AuthBatchResp {
+    1: list<AuthOutcome> results // results[i] answers tokens[i]
 }
 
 struct GetUserReq {
@@ -189,6 +206,14 @@ struct ConnectReq {
 }
 struct ConnectResp {}
 
+// Connect for many sockets of one gateway at once, applied in order: one entry per
+// socket, so a user may repeat. At most 1000 entries.
+struct ConnectBatchReq {
+    1: list<i64> user_ids
+    2: string gateway_id
+}
+struct ConnectBatchResp {}
+
 struct DisconnectReq {
     1: i64 user_id
     2: string gateway_id
@@ -210,6 +235,7 @@ service LogicService {
     LoginResp Guest(1: GuestReq req)
     LogoutResp Logout(1: LogoutReq req)
     AuthResp Auth(1: AuthReq req)
+    AuthBatchResp AuthBatch(1: AuthBatchReq req)
     GetUserResp GetUser(1: GetUserReq req)
     ListConversationsResp ListConversations(1: ListConversationsReq req)
     ListMessagesResp ListMessages(1: ListMessagesReq req)
@@ -228,6 +254,7 @@ service LogicService {
 
     // The gateway reports sockets: presence (friend-online) and push routes follow.
     ConnectResp Connect(1: ConnectReq req)
+    ConnectBatchResp ConnectBatch(1: ConnectBatchReq req)
     DisconnectResp Disconnect(1: DisconnectReq req)
     RefreshRoutesResp RefreshRoutes(1: RefreshRoutesReq req)
 }

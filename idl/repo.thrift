@@ -123,6 +123,14 @@ struct IsRevokedResp {
     1: bool revoked
 }
 
+// IsRevoked for many token ids in one round trip. At most 1000 ids.
+struct IsRevokedBatchReq {
+    1: list<string> token_ids
+}
+struct IsRevokedBatchResp {
+    1: list<bool> revoked // revoked[i] answers token_ids[i]
+}
+
 // ---- friends and conversations ----
 
 struct Member {
@@ -233,6 +241,18 @@ struct ConnectResp {
     1: bool first
 }
 
+// Connect for many sockets on one gateway, applied in order: one entry per socket (a
+// user may repeat). first[i]: user_ids[i]'s socket was the user's first anywhere, so
+// a user repeated in one batch is first at most at its first occurrence. At most 1000
+// entries.
+struct ConnectBatchReq {
+    1: list<i64> user_ids
+    2: string gateway_id
+}
+struct ConnectBatchResp {
+    1: list<bool> first
+}
+
 // One socket fewer. last: the user has no socket anywhere now.
 struct DisconnectReq {
     1: i64 user_id
@@ -294,6 +314,7 @@ service RepoService {
     SetReadSeqResp SetReadSeq(1: SetReadSeqReq req)
     RevokeTokenResp RevokeToken(1: RevokeTokenReq req)
     IsRevokedResp IsRevoked(1: IsRevokedReq req)
+    IsRevokedBatchResp IsRevokedBatch(1: IsRevokedBatchReq req)
 
     AddFriendResp AddFriend(1: AddFriendReq req)
     ListFriendsResp ListFriends(1: ListFriendsReq req)
@@ -306,6 +327,7 @@ service RepoService {
     ListPeersResp ListPeers(1: ListPeersReq req)
 
     ConnectResp Connect(1: ConnectReq req)
+    ConnectBatchResp ConnectBatch(1: ConnectBatchReq req)
     DisconnectResp Disconnect(1: DisconnectReq req)
     RefreshRoutesResp RefreshRoutes(1: RefreshRoutesReq req)
     GetRoutesResp GetRoutes(1: GetRoutesReq req)

@@ -42,6 +42,7 @@ type Repo interface {
 	SetReadSeq(ctx context.Context, req *repoapi.SetReadSeqReq, opts ...callopt.Option) (*repoapi.SetReadSeqResp, error)
 	RevokeToken(ctx context.Context, req *repoapi.RevokeTokenReq, opts ...callopt.Option) (*repoapi.RevokeTokenResp, error)
 	IsRevoked(ctx context.Context, req *repoapi.IsRevokedReq, opts ...callopt.Option) (*repoapi.IsRevokedResp, error)
+	IsRevokedBatch(ctx context.Context, req *repoapi.IsRevokedBatchReq, opts ...callopt.Option) (*repoapi.IsRevokedBatchResp, error)
 	Ping(ctx context.Context, req *repoapi.PingReq, opts ...callopt.Option) (*repoapi.PingResp, error)
 	AddFriend(ctx context.Context, req *repoapi.AddFriendReq, opts ...callopt.Option) (*repoapi.AddFriendResp, error)
 	ListFriends(ctx context.Context, req *repoapi.ListFriendsReq, opts ...callopt.Option) (*repoapi.ListFriendsResp, error)
@@ -53,6 +54,7 @@ type Repo interface {
 	RemoveMember(ctx context.Context, req *repoapi.RemoveMemberReq, opts ...callopt.Option) (*repoapi.RemoveMemberResp, error)
 	ListPeers(ctx context.Context, req *repoapi.ListPeersReq, opts ...callopt.Option) (*repoapi.ListPeersResp, error)
 	Connect(ctx context.Context, req *repoapi.ConnectReq, opts ...callopt.Option) (*repoapi.ConnectResp, error)
+	ConnectBatch(ctx context.Context, req *repoapi.ConnectBatchReq, opts ...callopt.Option) (*repoapi.ConnectBatchResp, error)
 	Disconnect(ctx context.Context, req *repoapi.DisconnectReq, opts ...callopt.Option) (*repoapi.DisconnectResp, error)
 	RefreshRoutes(ctx context.Context, req *repoapi.RefreshRoutesReq, opts ...callopt.Option) (*repoapi.RefreshRoutesResp, error)
 	GetRoutes(ctx context.Context, req *repoapi.GetRoutesReq, opts ...callopt.Option) (*repoapi.GetRoutesResp, error)
@@ -300,6 +302,55 @@ func (l *Logic) Auth(ctx context.Context, req *logicapi.AuthReq) (*logicapi.Auth
 	return &logicapi.AuthResp{Session: &logicapi.Session{
 		Token: req.Token, UserId: c.UserID, IsGuest: c.IsGuest, TokenId: c.TokenID, ExpiresAtMs: c.ExpiresAt.UnixMilli(),
 	}}, nil
+}
+
+// maxBatch bounds AuthBatch's tokens and ConnectBatch's sockets: each batch is one
+// repo call, and repo takes at most 1000 ids per request.
+const maxBatch = 1000
+
+// AuthBatch is Auth for many tokens: each signature is checked here and the valid
+// ones' revocations are looked up in one repo call. A token's failure is its own
+// result (the code and message Auth would have failed with); only a failed repo
+// call fails the batch.
+func (l *Logic) AuthBatch(ctx context.Context, req *logicapi.AuthBatchReq) (*logicapi.AuthBatchResp, error) {
+	if len(req.Tokens) > maxBatch {
+		return nil, bizErr(base.ErrCode_BAD_REQUEST, "at most 1000 tokens at once")
+	}
+	results := make([]*logicapi.AuthOutcome, len(req.Tokens))
+	claims := make([]authtoken.Claims, len(req.Tokens))
+	valid := make([]int, 0, len(req.Tokens)) // indexes of the tokens that verified
+	ids := make([]string, 0, len(req.Tokens))
+	for i, tok := range req.Tokens {
+		c, err := l.tokens.Verify(tok)
+		if err != nil {
+			results[i] = &logicapi.AuthOutcome{ErrorCode: base.ErrCode_UNAUTHORIZED, Message: "invalid or expired token"}
+			continue
+		}
+		claims[i] = c
+		valid = append(valid, i)
+		ids = append(ids, c.TokenID)
+	}
+	if len(ids) > 0 {
+		rv, err := l.repo.IsRevokedBatch(ctx, &repoapi.IsRevokedBatchReq{TokenIds: ids})
+		if err != nil {
+			return nil, l.passthrough("is revoked batch", err)
+		}
+		if len(rv.Revoked) != len(ids) {
+			l.log.Error("repo answered a revocation batch of the wrong size", "want", len(ids), "got", len(rv.Revoked))
+			return nil, bizErr(base.ErrCode_UNAVAILABLE, "service temporarily unavailable")
+		}
+		for k, i := range valid {
+			if rv.Revoked[k] {
+				results[i] = &logicapi.AuthOutcome{ErrorCode: base.ErrCode_UNAUTHORIZED, Message: "token has been revoked"}
+				continue
+			}
+			c := claims[i]
+			results[i] = &logicapi.AuthOutcome{Session: &logicapi.Session{
+				Token: req.Tokens[i], UserId: c.UserID, IsGuest: c.IsGuest, TokenId: c.TokenID, ExpiresAtMs: c.ExpiresAt.UnixMilli(),
+			}}
+		}
+	}
+	return &logicapi.AuthBatchResp{Results: results}, nil
 }
 
 // Ping succeeds when repo (and through it the store) answers.

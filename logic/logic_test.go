@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -62,6 +63,12 @@ func (d direct) RevokeToken(ctx context.Context, r *repoapi.RevokeTokenReq, _ ..
 }
 func (d direct) IsRevoked(ctx context.Context, r *repoapi.IsRevokedReq, _ ...callopt.Option) (*repoapi.IsRevokedResp, error) {
 	return d.h.IsRevoked(ctx, r)
+}
+func (d direct) IsRevokedBatch(ctx context.Context, r *repoapi.IsRevokedBatchReq, _ ...callopt.Option) (*repoapi.IsRevokedBatchResp, error) {
+	return d.h.IsRevokedBatch(ctx, r)
+}
+func (d direct) ConnectBatch(ctx context.Context, r *repoapi.ConnectBatchReq, _ ...callopt.Option) (*repoapi.ConnectBatchResp, error) {
+	return d.h.ConnectBatch(ctx, r)
 }
 func (d direct) Ping(ctx context.Context, r *repoapi.PingReq, _ ...callopt.Option) (*repoapi.PingResp, error) {
 	return d.h.Ping(ctx, r)
@@ -179,6 +186,13 @@ func codeOf(err error) base.ErrCode {
 		return base.ErrCode(bse.BizStatusCode())
 	}
 	return -1
+}
+
+func messageOf(err error) string {
+	if bse, ok := kerrors.FromBizStatusError(err); ok {
+		return bse.BizMessage()
+	}
+	return ""
 }
 
 func (e *env) register(t *testing.T, name string) (*repoapi.User, string) {
@@ -439,5 +453,111 @@ func TestNewRequiresDeps(t *testing.T) {
 	_, err := logic.New(logic.Default(), logic.Deps{})
 	if err == nil || errors.Is(err, context.Canceled) {
 		t.Fatalf("New without deps err = %v", err)
+	}
+}
+
+// TestAuthBatch: each token gets what Auth would have answered, in order, from one
+// revocation lookup.
+func TestAuthBatch(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	alice, aliceTok := e.register(t, "alice")
+	bob, bobTok := e.register(t, "bob")
+	_, revokedTok := e.register(t, "carol")
+	if _, err := e.l.Logout(ctx, &logicapi.LogoutReq{Token: revokedTok}); err != nil {
+		t.Fatal(err)
+	}
+	empty, err := e.l.AuthBatch(ctx, &logicapi.AuthBatchReq{})
+	if err != nil || len(empty.Results) != 0 {
+		t.Fatalf("AuthBatch(empty) = %+v, %v", empty, err)
+	}
+	tokens := []string{aliceTok, "garbage", revokedTok, bobTok, aliceTok}
+	resp, err := e.l.AuthBatch(ctx, &logicapi.AuthBatchReq{Tokens: tokens})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Results) != len(tokens) {
+		t.Fatalf("%d results for %d tokens", len(resp.Results), len(tokens))
+	}
+	wantUser := []int64{alice.Id, 0, 0, bob.Id, alice.Id}
+	for i, r := range resp.Results {
+		single, serr := e.l.Auth(ctx, &logicapi.AuthReq{Token: tokens[i]})
+		if wantUser[i] == 0 {
+			if r.Session != nil || r.ErrorCode != base.ErrCode_UNAUTHORIZED || codeOf(serr) != r.ErrorCode || messageOf(serr) != r.Message {
+				t.Errorf("result %d = %+v; Auth said %v", i, r, serr)
+			}
+			continue
+		}
+		if serr != nil || r.ErrorCode != base.ErrCode_OK || r.Session == nil || r.Session.UserId != wantUser[i] ||
+			r.Session.Token != tokens[i] || r.Session.TokenId != single.Session.TokenId || r.Session.ExpiresAtMs != single.Session.ExpiresAtMs {
+			t.Errorf("result %d = %+v; Auth said %+v, %v", i, r, single, serr)
+		}
+	}
+	if msg := resp.Results[2].Message; msg != "token has been revoked" {
+		t.Errorf("revoked token message = %q", msg)
+	}
+	if _, err := e.l.AuthBatch(ctx, &logicapi.AuthBatchReq{Tokens: make([]string, 1001)}); codeOf(err) != base.ErrCode_BAD_REQUEST {
+		t.Errorf("AuthBatch(1001 tokens) err = %v, want BAD_REQUEST", err)
+	}
+}
+
+// TestConnectBatch: a user's first socket in a batch announces them once, however
+// often they repeat in it; the batch is refused when oversized.
+func TestConnectBatch(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	alice, _ := e.register(t, "alice")
+	bob, _ := e.register(t, "bob")
+	carol, _ := e.register(t, "carol")
+	if _, err := e.l.AddFriend(ctx, &logicapi.AddFriendReq{UserId: alice.Id, FriendId: bob.Id}); err != nil {
+		t.Fatal(err)
+	}
+	presence := make(chan pushq.Push, 10)
+	sub, err := e.bus.Subscribe(ctx, pushq.GatewayTopic("gw-b"), func(v []byte) {
+		p, err := pushq.DecodePush(v)
+		if err != nil {
+			t.Errorf("undecodable push: %v", err)
+			return
+		}
+		presence <- p
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Close() })
+	if _, err := e.l.Connect(ctx, &logicapi.ConnectReq{UserId: bob.Id, GatewayId: "gw-b"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.l.ConnectBatch(ctx, &logicapi.ConnectBatchReq{}); err != nil {
+		t.Fatalf("empty ConnectBatch: %v", err)
+	}
+	uids := []int64{alice.Id, carol.Id, alice.Id}
+	if _, err := e.l.ConnectBatch(ctx, &logicapi.ConnectBatchReq{UserIds: uids, GatewayId: "gw-a"}); err != nil {
+		t.Fatal(err)
+	}
+	// Alice has two sockets: the second disconnect is her last. Her presence
+	// pushes share one FIFO shard, so bob's gateway sees online then offline,
+	// with no second online between them.
+	for range 2 {
+		if _, err := e.l.Disconnect(ctx, &logicapi.DisconnectReq{UserId: alice.Id, GatewayId: "gw-a"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, wantOnline := range []bool{true, false} {
+		select {
+		case p := <-presence:
+			if p.Kind != pushq.KindPresence || p.Presence.UserID != alice.Id || p.Presence.Online != wantOnline ||
+				!slices.Equal(p.Recipients, []int64{bob.Id}) {
+				t.Fatalf("push to gw-b = %+v (presence %+v), want alice online=%v for bob", p, p.Presence, wantOnline)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no presence push (online=%v) within 5s", wantOnline)
+		}
+	}
+	if _, err := e.l.ConnectBatch(ctx, &logicapi.ConnectBatchReq{UserIds: make([]int64, 1001), GatewayId: "gw-a"}); codeOf(err) != base.ErrCode_BAD_REQUEST {
+		t.Errorf("ConnectBatch(1001) err = %v, want BAD_REQUEST", err)
+	}
+	if _, err := e.l.ConnectBatch(ctx, &logicapi.ConnectBatchReq{UserIds: []int64{alice.Id}}); codeOf(err) != base.ErrCode_BAD_REQUEST {
+		t.Errorf("ConnectBatch without gateway err = %v, want BAD_REQUEST", err)
 	}
 }

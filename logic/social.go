@@ -337,6 +337,32 @@ func (l *Logic) Connect(ctx context.Context, req *logicapi.ConnectReq) (*logicap
 	return &logicapi.ConnectResp{}, nil
 }
 
+// ConnectBatch is Connect for many sockets of one gateway (a user may repeat), in
+// one repo call: every socket that is its user's first anywhere announces the user,
+// just as Connect does.
+func (l *Logic) ConnectBatch(ctx context.Context, req *logicapi.ConnectBatchReq) (*logicapi.ConnectBatchResp, error) {
+	if len(req.UserIds) > maxBatch {
+		return nil, bizErr(base.ErrCode_BAD_REQUEST, "at most 1000 sockets at once")
+	}
+	if len(req.UserIds) == 0 {
+		return &logicapi.ConnectBatchResp{}, nil
+	}
+	resp, err := l.repo.ConnectBatch(ctx, &repoapi.ConnectBatchReq{UserIds: req.UserIds, GatewayId: req.GatewayId})
+	if err != nil {
+		return nil, l.passthrough("connect batch", err)
+	}
+	if len(resp.First) != len(req.UserIds) {
+		l.log.Error("repo answered a connect batch of the wrong size", "want", len(req.UserIds), "got", len(resp.First))
+		return nil, bizErr(base.ErrCode_UNAVAILABLE, "service temporarily unavailable")
+	}
+	for i, first := range resp.First {
+		if first {
+			l.fanout.enqueue(presenceJob(req.UserIds[i], true))
+		}
+	}
+	return &logicapi.ConnectBatchResp{}, nil
+}
+
 // Disconnect records one socket fewer; the user's last socket closing tells their
 // friends and 1:1 peers that they went offline.
 func (l *Logic) Disconnect(ctx context.Context, req *logicapi.DisconnectReq) (*logicapi.DisconnectResp, error) {

@@ -48,8 +48,10 @@ type Store interface {
 type KV interface {
 	Revoke(ctx context.Context, tokenID string, until time.Time) error
 	IsRevoked(ctx context.Context, tokenID string) (bool, error)
+	IsRevokedMany(ctx context.Context, tokenIDs []string) ([]bool, error)
 
 	Connect(ctx context.Context, userID int64, gatewayID string) (first bool, err error)
+	ConnectMany(ctx context.Context, userIDs []int64, gatewayID string) (first []bool, err error)
 	Disconnect(ctx context.Context, userID int64, gatewayID string) (last bool, err error)
 	Refresh(ctx context.Context, gatewayID string, userIDs []int64) error
 	Sync(ctx context.Context, gatewayID string, userIDs []int64, counts []int32) error
@@ -235,6 +237,18 @@ func (h *Handler) IsRevoked(ctx context.Context, req *repoapi.IsRevokedReq) (*re
 		return nil, h.toWire("is revoked", err)
 	}
 	return &repoapi.IsRevokedResp{Revoked: revoked}, nil
+}
+
+// IsRevokedBatch reports for each token id whether it was revoked, in one lookup.
+func (h *Handler) IsRevokedBatch(ctx context.Context, req *repoapi.IsRevokedBatchReq) (*repoapi.IsRevokedBatchResp, error) {
+	if len(req.TokenIds) > maxListIDs {
+		return nil, badRequest("too many token ids")
+	}
+	revoked, err := h.kv.IsRevokedMany(ctx, req.TokenIds)
+	if err != nil {
+		return nil, h.toWire("is revoked batch", err)
+	}
+	return &repoapi.IsRevokedBatchResp{Revoked: revoked}, nil
 }
 
 // Pinger is implemented by the store and by the volatile state.

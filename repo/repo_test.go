@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bwmarrin/snowflake"
 	"github.com/cloudwego/kitex/pkg/kerrors"
@@ -301,6 +302,53 @@ func TestRoutes(t *testing.T) {
 		}, base.ErrCode_BAD_REQUEST},
 		{"get too many", func(ctx context.Context) error {
 			return errOf(h.GetRoutes(ctx, &repoapi.GetRoutesReq{UserIds: tooMany}))
+		}, base.ErrCode_BAD_REQUEST},
+		{"connect batch too many", func(ctx context.Context) error {
+			return errOf(h.ConnectBatch(ctx, &repoapi.ConnectBatchReq{GatewayId: "gw", UserIds: tooMany}))
+		}, base.ErrCode_BAD_REQUEST},
+		{"connect batch user 0", func(ctx context.Context) error {
+			return errOf(h.ConnectBatch(ctx, &repoapi.ConnectBatchReq{GatewayId: "gw", UserIds: []int64{5, 0}}))
+		}, base.ErrCode_BAD_REQUEST},
+		{"connect batch without gateway", func(ctx context.Context) error {
+			return errOf(h.ConnectBatch(ctx, &repoapi.ConnectBatchReq{UserIds: []int64{5}}))
+		}, base.ErrCode_BAD_REQUEST},
+	})
+}
+
+// TestBatches: the batch calls answer what the single calls would have, in
+// order, and refuse oversized batches.
+func TestBatches(t *testing.T) {
+	h, _ := newHandler(t)
+	ctx := t.Context()
+	if _, err := h.Connect(ctx, &repoapi.ConnectReq{UserId: 2, GatewayId: "gw-b"}); err != nil {
+		t.Fatal(err)
+	}
+	cb, err := h.ConnectBatch(ctx, &repoapi.ConnectBatchReq{GatewayId: "gw-a", UserIds: []int64{1, 2, 1, 3}})
+	if want := []bool{true, false, false, true}; err != nil || !slices.Equal(cb.First, want) {
+		t.Fatalf("ConnectBatch = %+v, %v; want first %v", cb, err, want)
+	}
+	routes, err := h.GetRoutes(ctx, &repoapi.GetRoutesReq{UserIds: []int64{1, 2, 3}})
+	want := map[int64][]string{1: {"gw-a"}, 2: {"gw-a", "gw-b"}, 3: {"gw-a"}}
+	if err != nil || !maps.EqualFunc(routes.Routes, want, slices.Equal) {
+		t.Errorf("GetRoutes = %+v, %v; want %v", routes, err, want)
+	}
+	if cb, err := h.ConnectBatch(ctx, &repoapi.ConnectBatchReq{GatewayId: "gw-a"}); err != nil || len(cb.First) != 0 {
+		t.Errorf("empty ConnectBatch = %+v, %v; want no flags", cb, err)
+	}
+
+	if _, err := h.RevokeToken(ctx, &repoapi.RevokeTokenReq{TokenId: "t2", ExpiresAtMs: time.Now().Add(time.Hour).UnixMilli()}); err != nil {
+		t.Fatal(err)
+	}
+	rv, err := h.IsRevokedBatch(ctx, &repoapi.IsRevokedBatchReq{TokenIds: []string{"t1", "t2", "t3"}})
+	if want := []bool{false, true, false}; err != nil || !slices.Equal(rv.Revoked, want) {
+		t.Fatalf("IsRevokedBatch = %+v, %v; want %v", rv, err, want)
+	}
+	if rv, err := h.IsRevokedBatch(ctx, &repoapi.IsRevokedBatchReq{}); err != nil || len(rv.Revoked) != 0 {
+		t.Errorf("empty IsRevokedBatch = %+v, %v; want no flags", rv, err)
+	}
+	runErrCases(t, []errCase{
+		{"is revoked batch too many", func(ctx context.Context) error {
+			return errOf(h.IsRevokedBatch(ctx, &repoapi.IsRevokedBatchReq{TokenIds: make([]string, 1001)}))
 		}, base.ErrCode_BAD_REQUEST},
 	})
 }

@@ -15,6 +15,18 @@ func (h *Handler) Connect(ctx context.Context, req *repoapi.ConnectReq) (*repoap
 	return &repoapi.ConnectResp{First: first}, nil
 }
 
+// ConnectBatch records one more socket per entry (a user may repeat), in order.
+func (h *Handler) ConnectBatch(ctx context.Context, req *repoapi.ConnectBatchReq) (*repoapi.ConnectBatchResp, error) {
+	if len(req.UserIds) > maxListIDs {
+		return nil, badRequest("too many user ids")
+	}
+	first, err := h.kv.ConnectMany(ctx, req.UserIds, req.GatewayId)
+	if err != nil {
+		return nil, h.toWire("connect batch", err)
+	}
+	return &repoapi.ConnectBatchResp{First: first}, nil
+}
+
 // Disconnect records one socket fewer of a user on a gateway.
 func (h *Handler) Disconnect(ctx context.Context, req *repoapi.DisconnectReq) (*repoapi.DisconnectResp, error) {
 	last, err := h.kv.Disconnect(ctx, req.UserId, req.GatewayId)

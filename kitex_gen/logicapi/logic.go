@@ -5,6 +5,7 @@ package logicapi
 import (
 	"context"
 	"fmt"
+	"github.com/gochat/gochat/kitex_gen/base"
 	"github.com/gochat/gochat/kitex_gen/repoapi"
 )
 
@@ -376,6 +377,120 @@ func (p *AuthResp) String() string {
 
 var fieldIDToName_AuthResp = map[int16]string{
 	1: "session",
+}
+
+type AuthBatchReq struct {
+	Tokens []string `thrift:"tokens,1" frugal:"1,default,list<string>" json:"tokens"`
+}
+
+func NewAuthBatchReq() *AuthBatchReq {
+	return &AuthBatchReq{}
+}
+
+func (p *AuthBatchReq) InitDefault() {
+}
+
+func (p *AuthBatchReq) GetTokens() (v []string) {
+	return p.Tokens
+}
+func (p *AuthBatchReq) SetTokens(val []string) {
+	p.Tokens = val
+}
+
+func (p *AuthBatchReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("AuthBatchReq(%+v)", *p)
+}
+
+var fieldIDToName_AuthBatchReq = map[int16]string{
+	1: "tokens",
+}
+
+type AuthOutcome struct {
+	Session   *Session     `thrift:"session,1,optional" frugal:"1,optional,Session" json:"session,omitempty"`
+	ErrorCode base.ErrCode `thrift:"error_code,2" frugal:"2,default,ErrCode" json:"error_code"`
+	Message   string       `thrift:"message,3" frugal:"3,default,string" json:"message"`
+}
+
+func NewAuthOutcome() *AuthOutcome {
+	return &AuthOutcome{}
+}
+
+func (p *AuthOutcome) InitDefault() {
+}
+
+var AuthOutcome_Session_DEFAULT *Session
+
+func (p *AuthOutcome) GetSession() (v *Session) {
+	if !p.IsSetSession() {
+		return AuthOutcome_Session_DEFAULT
+	}
+	return p.Session
+}
+
+func (p *AuthOutcome) GetErrorCode() (v base.ErrCode) {
+	return p.ErrorCode
+}
+
+func (p *AuthOutcome) GetMessage() (v string) {
+	return p.Message
+}
+func (p *AuthOutcome) SetSession(val *Session) {
+	p.Session = val
+}
+func (p *AuthOutcome) SetErrorCode(val base.ErrCode) {
+	p.ErrorCode = val
+}
+func (p *AuthOutcome) SetMessage(val string) {
+	p.Message = val
+}
+
+func (p *AuthOutcome) IsSetSession() bool {
+	return p.Session != nil
+}
+
+func (p *AuthOutcome) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("AuthOutcome(%+v)", *p)
+}
+
+var fieldIDToName_AuthOutcome = map[int16]string{
+	1: "session",
+	2: "error_code",
+	3: "message",
+}
+
+type AuthBatchResp struct {
+	Results []*AuthOutcome `thrift:"results,1" frugal:"1,default,list<AuthOutcome>" json:"results"`
+}
+
+func NewAuthBatchResp() *AuthBatchResp {
+	return &AuthBatchResp{}
+}
+
+func (p *AuthBatchResp) InitDefault() {
+}
+
+func (p *AuthBatchResp) GetResults() (v []*AuthOutcome) {
+	return p.Results
+}
+func (p *AuthBatchResp) SetResults(val []*AuthOutcome) {
+	p.Results = val
+}
+
+func (p *AuthBatchResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("AuthBatchResp(%+v)", *p)
+}
+
+var fieldIDToName_AuthBatchResp = map[int16]string{
+	1: "results",
 }
 
 type GetUserReq struct {
@@ -1586,6 +1701,63 @@ func (p *ConnectResp) String() string {
 
 var fieldIDToName_ConnectResp = map[int16]string{}
 
+type ConnectBatchReq struct {
+	UserIds   []int64 `thrift:"user_ids,1" frugal:"1,default,list<i64>" json:"user_ids"`
+	GatewayId string  `thrift:"gateway_id,2" frugal:"2,default,string" json:"gateway_id"`
+}
+
+func NewConnectBatchReq() *ConnectBatchReq {
+	return &ConnectBatchReq{}
+}
+
+func (p *ConnectBatchReq) InitDefault() {
+}
+
+func (p *ConnectBatchReq) GetUserIds() (v []int64) {
+	return p.UserIds
+}
+
+func (p *ConnectBatchReq) GetGatewayId() (v string) {
+	return p.GatewayId
+}
+func (p *ConnectBatchReq) SetUserIds(val []int64) {
+	p.UserIds = val
+}
+func (p *ConnectBatchReq) SetGatewayId(val string) {
+	p.GatewayId = val
+}
+
+func (p *ConnectBatchReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("ConnectBatchReq(%+v)", *p)
+}
+
+var fieldIDToName_ConnectBatchReq = map[int16]string{
+	1: "user_ids",
+	2: "gateway_id",
+}
+
+type ConnectBatchResp struct {
+}
+
+func NewConnectBatchResp() *ConnectBatchResp {
+	return &ConnectBatchResp{}
+}
+
+func (p *ConnectBatchResp) InitDefault() {
+}
+
+func (p *ConnectBatchResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("ConnectBatchResp(%+v)", *p)
+}
+
+var fieldIDToName_ConnectBatchResp = map[int16]string{}
+
 type DisconnectReq struct {
 	UserId    int64  `thrift:"user_id,1" frugal:"1,default,i64" json:"user_id"`
 	GatewayId string `thrift:"gateway_id,2" frugal:"2,default,string" json:"gateway_id"`
@@ -1722,6 +1894,8 @@ type LogicService interface {
 
 	Auth(ctx context.Context, req *AuthReq) (r *AuthResp, err error)
 
+	AuthBatch(ctx context.Context, req *AuthBatchReq) (r *AuthBatchResp, err error)
+
 	GetUser(ctx context.Context, req *GetUserReq) (r *GetUserResp, err error)
 
 	ListConversations(ctx context.Context, req *ListConversationsReq) (r *ListConversationsResp, err error)
@@ -1751,6 +1925,8 @@ type LogicService interface {
 	RemoveGroupMember(ctx context.Context, req *RemoveGroupMemberReq) (r *RemoveGroupMemberResp, err error)
 
 	Connect(ctx context.Context, req *ConnectReq) (r *ConnectResp, err error)
+
+	ConnectBatch(ctx context.Context, req *ConnectBatchReq) (r *ConnectBatchResp, err error)
 
 	Disconnect(ctx context.Context, req *DisconnectReq) (r *DisconnectResp, err error)
 
@@ -2210,6 +2386,82 @@ func (p *LogicServiceAuthResult) String() string {
 }
 
 var fieldIDToName_LogicServiceAuthResult = map[int16]string{
+	0: "success",
+}
+
+type LogicServiceAuthBatchArgs struct {
+	Req *AuthBatchReq `thrift:"req,1" frugal:"1,default,AuthBatchReq" json:"req"`
+}
+
+func NewLogicServiceAuthBatchArgs() *LogicServiceAuthBatchArgs {
+	return &LogicServiceAuthBatchArgs{}
+}
+
+func (p *LogicServiceAuthBatchArgs) InitDefault() {
+}
+
+var LogicServiceAuthBatchArgs_Req_DEFAULT *AuthBatchReq
+
+func (p *LogicServiceAuthBatchArgs) GetReq() (v *AuthBatchReq) {
+	if !p.IsSetReq() {
+		return LogicServiceAuthBatchArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *LogicServiceAuthBatchArgs) SetReq(val *AuthBatchReq) {
+	p.Req = val
+}
+
+func (p *LogicServiceAuthBatchArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *LogicServiceAuthBatchArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceAuthBatchArgs(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceAuthBatchArgs = map[int16]string{
+	1: "req",
+}
+
+type LogicServiceAuthBatchResult struct {
+	Success *AuthBatchResp `thrift:"success,0,optional" frugal:"0,optional,AuthBatchResp" json:"success,omitempty"`
+}
+
+func NewLogicServiceAuthBatchResult() *LogicServiceAuthBatchResult {
+	return &LogicServiceAuthBatchResult{}
+}
+
+func (p *LogicServiceAuthBatchResult) InitDefault() {
+}
+
+var LogicServiceAuthBatchResult_Success_DEFAULT *AuthBatchResp
+
+func (p *LogicServiceAuthBatchResult) GetSuccess() (v *AuthBatchResp) {
+	if !p.IsSetSuccess() {
+		return LogicServiceAuthBatchResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *LogicServiceAuthBatchResult) SetSuccess(x interface{}) {
+	p.Success = x.(*AuthBatchResp)
+}
+
+func (p *LogicServiceAuthBatchResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *LogicServiceAuthBatchResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceAuthBatchResult(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceAuthBatchResult = map[int16]string{
 	0: "success",
 }
 
@@ -3350,6 +3602,82 @@ func (p *LogicServiceConnectResult) String() string {
 }
 
 var fieldIDToName_LogicServiceConnectResult = map[int16]string{
+	0: "success",
+}
+
+type LogicServiceConnectBatchArgs struct {
+	Req *ConnectBatchReq `thrift:"req,1" frugal:"1,default,ConnectBatchReq" json:"req"`
+}
+
+func NewLogicServiceConnectBatchArgs() *LogicServiceConnectBatchArgs {
+	return &LogicServiceConnectBatchArgs{}
+}
+
+func (p *LogicServiceConnectBatchArgs) InitDefault() {
+}
+
+var LogicServiceConnectBatchArgs_Req_DEFAULT *ConnectBatchReq
+
+func (p *LogicServiceConnectBatchArgs) GetReq() (v *ConnectBatchReq) {
+	if !p.IsSetReq() {
+		return LogicServiceConnectBatchArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *LogicServiceConnectBatchArgs) SetReq(val *ConnectBatchReq) {
+	p.Req = val
+}
+
+func (p *LogicServiceConnectBatchArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *LogicServiceConnectBatchArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceConnectBatchArgs(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceConnectBatchArgs = map[int16]string{
+	1: "req",
+}
+
+type LogicServiceConnectBatchResult struct {
+	Success *ConnectBatchResp `thrift:"success,0,optional" frugal:"0,optional,ConnectBatchResp" json:"success,omitempty"`
+}
+
+func NewLogicServiceConnectBatchResult() *LogicServiceConnectBatchResult {
+	return &LogicServiceConnectBatchResult{}
+}
+
+func (p *LogicServiceConnectBatchResult) InitDefault() {
+}
+
+var LogicServiceConnectBatchResult_Success_DEFAULT *ConnectBatchResp
+
+func (p *LogicServiceConnectBatchResult) GetSuccess() (v *ConnectBatchResp) {
+	if !p.IsSetSuccess() {
+		return LogicServiceConnectBatchResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *LogicServiceConnectBatchResult) SetSuccess(x interface{}) {
+	p.Success = x.(*ConnectBatchResp)
+}
+
+func (p *LogicServiceConnectBatchResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *LogicServiceConnectBatchResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceConnectBatchResult(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceConnectBatchResult = map[int16]string{
 	0: "success",
 }
 

@@ -1053,6 +1053,64 @@ var fieldIDToName_IsRevokedResp = map[int16]string{
 	1: "revoked",
 }
 
+type IsRevokedBatchReq struct {
+	TokenIds []string `thrift:"token_ids,1" frugal:"1,default,list<string>" json:"token_ids"`
+}
+
+func NewIsRevokedBatchReq() *IsRevokedBatchReq {
+	return &IsRevokedBatchReq{}
+}
+
+func (p *IsRevokedBatchReq) InitDefault() {
+}
+
+func (p *IsRevokedBatchReq) GetTokenIds() (v []string) {
+	return p.TokenIds
+}
+func (p *IsRevokedBatchReq) SetTokenIds(val []string) {
+	p.TokenIds = val
+}
+
+func (p *IsRevokedBatchReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("IsRevokedBatchReq(%+v)", *p)
+}
+
+var fieldIDToName_IsRevokedBatchReq = map[int16]string{
+	1: "token_ids",
+}
+
+type IsRevokedBatchResp struct {
+	Revoked []bool `thrift:"revoked,1" frugal:"1,default,list<bool>" json:"revoked"`
+}
+
+func NewIsRevokedBatchResp() *IsRevokedBatchResp {
+	return &IsRevokedBatchResp{}
+}
+
+func (p *IsRevokedBatchResp) InitDefault() {
+}
+
+func (p *IsRevokedBatchResp) GetRevoked() (v []bool) {
+	return p.Revoked
+}
+func (p *IsRevokedBatchResp) SetRevoked(val []bool) {
+	p.Revoked = val
+}
+
+func (p *IsRevokedBatchResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("IsRevokedBatchResp(%+v)", *p)
+}
+
+var fieldIDToName_IsRevokedBatchResp = map[int16]string{
+	1: "revoked",
+}
+
 type Member struct {
 	UserId     int64  `thrift:"user_id,1" frugal:"1,default,i64" json:"user_id"`
 	Role       string `thrift:"role,2" frugal:"2,default,string" json:"role"`
@@ -1887,6 +1945,73 @@ var fieldIDToName_ConnectResp = map[int16]string{
 	1: "first",
 }
 
+type ConnectBatchReq struct {
+	UserIds   []int64 `thrift:"user_ids,1" frugal:"1,default,list<i64>" json:"user_ids"`
+	GatewayId string  `thrift:"gateway_id,2" frugal:"2,default,string" json:"gateway_id"`
+}
+
+func NewConnectBatchReq() *ConnectBatchReq {
+	return &ConnectBatchReq{}
+}
+
+func (p *ConnectBatchReq) InitDefault() {
+}
+
+func (p *ConnectBatchReq) GetUserIds() (v []int64) {
+	return p.UserIds
+}
+
+func (p *ConnectBatchReq) GetGatewayId() (v string) {
+	return p.GatewayId
+}
+func (p *ConnectBatchReq) SetUserIds(val []int64) {
+	p.UserIds = val
+}
+func (p *ConnectBatchReq) SetGatewayId(val string) {
+	p.GatewayId = val
+}
+
+func (p *ConnectBatchReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("ConnectBatchReq(%+v)", *p)
+}
+
+var fieldIDToName_ConnectBatchReq = map[int16]string{
+	1: "user_ids",
+	2: "gateway_id",
+}
+
+type ConnectBatchResp struct {
+	First []bool `thrift:"first,1" frugal:"1,default,list<bool>" json:"first"`
+}
+
+func NewConnectBatchResp() *ConnectBatchResp {
+	return &ConnectBatchResp{}
+}
+
+func (p *ConnectBatchResp) InitDefault() {
+}
+
+func (p *ConnectBatchResp) GetFirst() (v []bool) {
+	return p.First
+}
+func (p *ConnectBatchResp) SetFirst(val []bool) {
+	p.First = val
+}
+
+func (p *ConnectBatchResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("ConnectBatchResp(%+v)", *p)
+}
+
+var fieldIDToName_ConnectBatchResp = map[int16]string{
+	1: "first",
+}
+
 type DisconnectReq struct {
 	UserId    int64  `thrift:"user_id,1" frugal:"1,default,i64" json:"user_id"`
 	GatewayId string `thrift:"gateway_id,2" frugal:"2,default,string" json:"gateway_id"`
@@ -2272,6 +2397,8 @@ type RepoService interface {
 
 	IsRevoked(ctx context.Context, req *IsRevokedReq) (r *IsRevokedResp, err error)
 
+	IsRevokedBatch(ctx context.Context, req *IsRevokedBatchReq) (r *IsRevokedBatchResp, err error)
+
 	AddFriend(ctx context.Context, req *AddFriendReq) (r *AddFriendResp, err error)
 
 	ListFriends(ctx context.Context, req *ListFriendsReq) (r *ListFriendsResp, err error)
@@ -2291,6 +2418,8 @@ type RepoService interface {
 	ListPeers(ctx context.Context, req *ListPeersReq) (r *ListPeersResp, err error)
 
 	Connect(ctx context.Context, req *ConnectReq) (r *ConnectResp, err error)
+
+	ConnectBatch(ctx context.Context, req *ConnectBatchReq) (r *ConnectBatchResp, err error)
 
 	Disconnect(ctx context.Context, req *DisconnectReq) (r *DisconnectResp, err error)
 
@@ -3139,6 +3268,82 @@ var fieldIDToName_RepoServiceIsRevokedResult = map[int16]string{
 	0: "success",
 }
 
+type RepoServiceIsRevokedBatchArgs struct {
+	Req *IsRevokedBatchReq `thrift:"req,1" frugal:"1,default,IsRevokedBatchReq" json:"req"`
+}
+
+func NewRepoServiceIsRevokedBatchArgs() *RepoServiceIsRevokedBatchArgs {
+	return &RepoServiceIsRevokedBatchArgs{}
+}
+
+func (p *RepoServiceIsRevokedBatchArgs) InitDefault() {
+}
+
+var RepoServiceIsRevokedBatchArgs_Req_DEFAULT *IsRevokedBatchReq
+
+func (p *RepoServiceIsRevokedBatchArgs) GetReq() (v *IsRevokedBatchReq) {
+	if !p.IsSetReq() {
+		return RepoServiceIsRevokedBatchArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *RepoServiceIsRevokedBatchArgs) SetReq(val *IsRevokedBatchReq) {
+	p.Req = val
+}
+
+func (p *RepoServiceIsRevokedBatchArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *RepoServiceIsRevokedBatchArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceIsRevokedBatchArgs(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceIsRevokedBatchArgs = map[int16]string{
+	1: "req",
+}
+
+type RepoServiceIsRevokedBatchResult struct {
+	Success *IsRevokedBatchResp `thrift:"success,0,optional" frugal:"0,optional,IsRevokedBatchResp" json:"success,omitempty"`
+}
+
+func NewRepoServiceIsRevokedBatchResult() *RepoServiceIsRevokedBatchResult {
+	return &RepoServiceIsRevokedBatchResult{}
+}
+
+func (p *RepoServiceIsRevokedBatchResult) InitDefault() {
+}
+
+var RepoServiceIsRevokedBatchResult_Success_DEFAULT *IsRevokedBatchResp
+
+func (p *RepoServiceIsRevokedBatchResult) GetSuccess() (v *IsRevokedBatchResp) {
+	if !p.IsSetSuccess() {
+		return RepoServiceIsRevokedBatchResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *RepoServiceIsRevokedBatchResult) SetSuccess(x interface{}) {
+	p.Success = x.(*IsRevokedBatchResp)
+}
+
+func (p *RepoServiceIsRevokedBatchResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *RepoServiceIsRevokedBatchResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceIsRevokedBatchResult(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceIsRevokedBatchResult = map[int16]string{
+	0: "success",
+}
+
 type RepoServiceAddFriendArgs struct {
 	Req *AddFriendReq `thrift:"req,1" frugal:"1,default,AddFriendReq" json:"req"`
 }
@@ -3896,6 +4101,82 @@ func (p *RepoServiceConnectResult) String() string {
 }
 
 var fieldIDToName_RepoServiceConnectResult = map[int16]string{
+	0: "success",
+}
+
+type RepoServiceConnectBatchArgs struct {
+	Req *ConnectBatchReq `thrift:"req,1" frugal:"1,default,ConnectBatchReq" json:"req"`
+}
+
+func NewRepoServiceConnectBatchArgs() *RepoServiceConnectBatchArgs {
+	return &RepoServiceConnectBatchArgs{}
+}
+
+func (p *RepoServiceConnectBatchArgs) InitDefault() {
+}
+
+var RepoServiceConnectBatchArgs_Req_DEFAULT *ConnectBatchReq
+
+func (p *RepoServiceConnectBatchArgs) GetReq() (v *ConnectBatchReq) {
+	if !p.IsSetReq() {
+		return RepoServiceConnectBatchArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *RepoServiceConnectBatchArgs) SetReq(val *ConnectBatchReq) {
+	p.Req = val
+}
+
+func (p *RepoServiceConnectBatchArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *RepoServiceConnectBatchArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceConnectBatchArgs(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceConnectBatchArgs = map[int16]string{
+	1: "req",
+}
+
+type RepoServiceConnectBatchResult struct {
+	Success *ConnectBatchResp `thrift:"success,0,optional" frugal:"0,optional,ConnectBatchResp" json:"success,omitempty"`
+}
+
+func NewRepoServiceConnectBatchResult() *RepoServiceConnectBatchResult {
+	return &RepoServiceConnectBatchResult{}
+}
+
+func (p *RepoServiceConnectBatchResult) InitDefault() {
+}
+
+var RepoServiceConnectBatchResult_Success_DEFAULT *ConnectBatchResp
+
+func (p *RepoServiceConnectBatchResult) GetSuccess() (v *ConnectBatchResp) {
+	if !p.IsSetSuccess() {
+		return RepoServiceConnectBatchResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *RepoServiceConnectBatchResult) SetSuccess(x interface{}) {
+	p.Success = x.(*ConnectBatchResp)
+}
+
+func (p *RepoServiceConnectBatchResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *RepoServiceConnectBatchResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceConnectBatchResult(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceConnectBatchResult = map[int16]string{
 	0: "success",
 }
 

@@ -110,6 +110,23 @@ func (m *Memory) IsRevoked(_ context.Context, tokenID string) (bool, error) {
 	return ok && exp.After(m.now()), nil
 }
 
+// IsRevokedMany is IsRevoked for each of tokenIDs (revoked[i] answers
+// tokenIDs[i]), under one lock acquisition for the whole batch.
+func (m *Memory) IsRevokedMany(_ context.Context, tokenIDs []string) ([]bool, error) {
+	out := make([]bool, len(tokenIDs))
+	if len(tokenIDs) == 0 {
+		return out, nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	for i, id := range tokenIDs {
+		exp, ok := m.revoked[id]
+		out[i] = ok && exp.After(now)
+	}
+	return out, nil
+}
+
 // Ping always succeeds.
 func (m *Memory) Ping(context.Context) error { return nil }
 
@@ -147,6 +164,29 @@ func (r *Redis) IsRevoked(ctx context.Context, tokenID string) (bool, error) {
 		return false, fmt.Errorf("kv: check revocation: %w", err)
 	}
 	return n == 1, nil
+}
+
+// IsRevokedMany is IsRevoked for each of tokenIDs (revoked[i] answers
+// tokenIDs[i]) in one round trip: an EXISTS per id in one pipeline.
+func (r *Redis) IsRevokedMany(ctx context.Context, tokenIDs []string) ([]bool, error) {
+	out := make([]bool, len(tokenIDs))
+	if len(tokenIDs) == 0 {
+		return out, nil
+	}
+	cmds := make([]*redis.IntCmd, len(tokenIDs))
+	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range tokenIDs {
+			cmds[i] = p.Exists(ctx, r.revokedKey(id))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kv: check %d revocations: %w", len(tokenIDs), err)
+	}
+	for i, c := range cmds {
+		out[i] = c.Val() == 1
+	}
+	return out, nil
 }
 
 // Ping checks that Redis answers.

@@ -3,6 +3,7 @@ package kv_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 type store interface {
 	Revoke(ctx context.Context, tokenID string, until time.Time) error
 	IsRevoked(ctx context.Context, tokenID string) (bool, error)
+	IsRevokedMany(ctx context.Context, tokenIDs []string) ([]bool, error)
 	Ping(ctx context.Context) error
 }
 
@@ -55,6 +57,42 @@ func TestRevocationContract(t *testing.T) {
 			}
 			if got, _ := s.IsRevoked(ctx, "old"); got {
 				t.Fatal("expired revocation reported")
+			}
+		})
+	}
+}
+
+// TestRevocationMany: the batch answers what IsRevoked answers for each id, in
+// order, repeats and an expired revocation included.
+func TestRevocationMany(t *testing.T) {
+	for name, s := range implementations(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			got, err := s.IsRevokedMany(ctx, nil)
+			if err != nil || len(got) != 0 {
+				t.Fatalf("IsRevokedMany(nil) = %v, %v; want empty", got, err)
+			}
+			for _, id := range []string{"r1", "r2"} {
+				if err := s.Revoke(ctx, id, time.Now().Add(time.Hour)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.Revoke(ctx, "gone", time.Now().Add(-time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			ids := []string{"ok1", "r1", "gone", "r2", "ok2", "r1"}
+			got, err = s.IsRevokedMany(ctx, ids)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []bool{false, true, false, true, false, true}
+			if !slices.Equal(got, want) {
+				t.Fatalf("IsRevokedMany(%v) = %v, want %v", ids, got, want)
+			}
+			for i, id := range ids {
+				if one, err := s.IsRevoked(ctx, id); err != nil || one != got[i] {
+					t.Fatalf("IsRevoked(%s) = %v, %v; the batch said %v", id, one, err, got[i])
+				}
 			}
 		})
 	}

@@ -58,6 +58,11 @@ func checkRefresh(gatewayID string, userIDs []int64) error {
 	return checkRoute(1, gatewayID) // the gateway id alone
 }
 
+// checkMany validates a batch of connects: the gateway id, and no user id 0.
+func checkMany(userIDs []int64, gatewayID string) error {
+	return checkRefresh(gatewayID, userIDs) // the same rules as a refresh's
+}
+
 // route is one (user, gateway) entry of Memory.
 type route struct {
 	sockets int
@@ -113,11 +118,39 @@ func (m *Memory) Connect(_ context.Context, userID int64, gatewayID string) (fir
 	defer m.mu.Unlock()
 	now := m.now()
 	m.sweepRoutes(now)
+	return m.connect(userID, gatewayID, now), nil
+}
+
+// ConnectMany is Connect for each of userIDs in order (one entry per socket,
+// so a user may repeat), under one lock acquisition: first[i] reports that
+// userIDs[i]'s socket was the user's first, which a repeated user can only be
+// at its first occurrence. An invalid entry fails the whole batch before
+// anything changes.
+func (m *Memory) ConnectMany(_ context.Context, userIDs []int64, gatewayID string) ([]bool, error) {
+	if err := checkMany(userIDs, gatewayID); err != nil {
+		return nil, err
+	}
+	out := make([]bool, len(userIDs))
+	if len(userIDs) == 0 {
+		return out, nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	m.sweepRoutes(now)
+	for i, uid := range userIDs {
+		out[i] = m.connect(uid, gatewayID, now)
+	}
+	return out, nil
+}
+
+// connect counts one more socket and reports first. m.mu must be held.
+func (m *Memory) connect(userID int64, gatewayID string, now time.Time) (first bool) {
 	gws := m.routesFor(userID, now)
 	first = len(gws) == 0
 	r := gws[gatewayID]
 	gws[gatewayID] = route{sockets: r.sockets + 1, expires: now.Add(m.routeTTL)}
-	return first, nil
+	return first
 }
 
 // Disconnect counts one socket fewer of userID on gatewayID, never below
@@ -300,6 +333,62 @@ func (r *Redis) Connect(ctx context.Context, userID int64, gatewayID string) (fi
 		return false, fmt.Errorf("kv: connect user %d on %s: %w", userID, gatewayID, err)
 	}
 	return n == 1, nil
+}
+
+// ConnectMany is Connect for each of userIDs in order (one entry per socket,
+// so a user may repeat) in one round trip: the connect script once per entry
+// in one pipeline. Redis runs a connection's commands in order, so first[i]
+// means what a sequence of single Connects would have said. An invalid entry
+// fails the whole batch before anything is sent.
+func (r *Redis) ConnectMany(ctx context.Context, userIDs []int64, gatewayID string) ([]bool, error) {
+	if err := checkMany(userIDs, gatewayID); err != nil {
+		return nil, err
+	}
+	out := make([]bool, len(userIDs))
+	if len(userIDs) == 0 {
+		return out, nil
+	}
+	ttl := r.ttlMS()
+	cmds := make([]*redis.Cmd, len(userIDs))
+	send := func(idx []int) error {
+		_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, i := range idx {
+				cmds[i] = connectScript.EvalSha(ctx, p, []string{r.routeKey(userIDs[i])}, gatewayID, ttl)
+			}
+			return nil
+		})
+		return err
+	}
+	all := make([]int, len(userIDs))
+	for i := range all {
+		all[i] = i
+	}
+	err := send(all)
+	if redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// The script cache is empty (a restarted or new server). Unlike a
+		// refresh, a connect must not run twice, so only the entries that
+		// found no script (and so changed nothing) are sent again.
+		var retry []int
+		for i, c := range cmds {
+			if redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+				retry = append(retry, i)
+			}
+		}
+		if err = connectScript.Load(ctx, r.c).Err(); err == nil {
+			err = send(retry)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kv: connect %d sockets on %s: %w", len(userIDs), gatewayID, err)
+	}
+	for i, c := range cmds {
+		n, err := c.Int()
+		if err != nil {
+			return nil, fmt.Errorf("kv: connect user %d on %s: %w", userIDs[i], gatewayID, err)
+		}
+		out[i] = n == 1
+	}
+	return out, nil
 }
 
 // Disconnect counts one socket fewer of userID on gatewayID, never below

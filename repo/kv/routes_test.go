@@ -20,6 +20,7 @@ import (
 // router is the routes contract; both implementations run the same tests.
 type router interface {
 	Connect(ctx context.Context, userID int64, gatewayID string) (first bool, err error)
+	ConnectMany(ctx context.Context, userIDs []int64, gatewayID string) (first []bool, err error)
 	Disconnect(ctx context.Context, userID int64, gatewayID string) (last bool, err error)
 	Refresh(ctx context.Context, gatewayID string, userIDs []int64) error
 	Sync(ctx context.Context, gatewayID string, userIDs []int64, counts []int32) error
@@ -150,6 +151,44 @@ func TestRoutesFirstLast(t *testing.T) {
 			mustConnect(t, r, u, "gw-b", true)
 			mustDisconnect(t, r, u, "gw-b", true)
 			wantRoutes(t, r, u)
+		})
+	}
+}
+
+// TestRoutesConnectMany: a batch is a sequence of single Connects — a user
+// repeated in it is first only at its first occurrence, a user already online
+// is never first — and it leaves the same socket counts behind.
+func TestRoutesConnectMany(t *testing.T) {
+	for _, impl := range routeImpls(t, time.Hour) {
+		t.Run(impl.name, func(t *testing.T) {
+			r := impl.r
+			ctx := t.Context()
+			if got, err := r.ConnectMany(ctx, nil, "gw-a"); err != nil || len(got) != 0 {
+				t.Fatalf("ConnectMany(empty) = %v, %v; want empty", got, err)
+			}
+			mustConnect(t, r, 3, "gw-b", true) // online elsewhere before the batch
+			uids := []int64{1, 2, 1, 3, 2, 1, 4}
+			got, err := r.ConnectMany(ctx, uids, "gw-a")
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []bool{true, true, false, false, false, false, true}
+			if !slices.Equal(got, want) {
+				t.Fatalf("ConnectMany(%v) = %v, want %v", uids, got, want)
+			}
+			wantRoutes(t, r, 1, "gw-a")
+			wantRoutes(t, r, 3, "gw-a", "gw-b")
+			// User 1 has three sockets on gw-a: the third disconnect is the last.
+			mustDisconnect(t, r, 1, "gw-a", false)
+			mustDisconnect(t, r, 1, "gw-a", false)
+			mustDisconnect(t, r, 1, "gw-a", true)
+			mustDisconnect(t, r, 2, "gw-a", false)
+			mustDisconnect(t, r, 2, "gw-a", true)
+			// A second batch after the first: nobody new except the one who left.
+			got, err = r.ConnectMany(ctx, []int64{4, 2}, "gw-a")
+			if err != nil || !slices.Equal(got, []bool{false, true}) {
+				t.Fatalf("second ConnectMany = %v, %v; want [false true]", got, err)
+			}
 		})
 	}
 }
@@ -384,6 +423,8 @@ func TestRoutesInvalid(t *testing.T) {
 				{"disconnect empty gateway", second(r.Disconnect(ctx, 1, ""))},
 				{"refresh empty gateway", r.Refresh(ctx, "", []int64{1})},
 				{"refresh user 0", r.Refresh(ctx, "gw", []int64{1, 0})},
+				{"connect many user 0", second(r.ConnectMany(ctx, []int64{1, 0}, "gw"))}, // nothing applied: 1 stays offline
+				{"connect many empty gateway", second(r.ConnectMany(ctx, []int64{1}, ""))},
 			}
 			for _, c := range checks {
 				if !errors.Is(c.err, kv.ErrInvalid) {
@@ -494,6 +535,14 @@ func TestRedisRoutesSurviveScriptFlush(t *testing.T) {
 			}
 		},
 		func() { mustDisconnect(t, r, 2, "gw", true) },
+		func() {
+			// Connects must not run twice: only the entries that found no
+			// script are sent again, so the counts stay exact.
+			got, err := r.ConnectMany(ctx, []int64{3, 3, 1}, "gw")
+			if err != nil || !slices.Equal(got, []bool{true, false, false}) {
+				t.Fatalf("ConnectMany after SCRIPT FLUSH = %v, %v; want [true false false]", got, err)
+			}
+		},
 	} {
 		if err := c.ScriptFlush(ctx).Err(); err != nil {
 			t.Fatalf("SCRIPT FLUSH: %v", err)
@@ -501,4 +550,6 @@ func TestRedisRoutesSurviveScriptFlush(t *testing.T) {
 		step()
 	}
 	wantRoutes(t, r, 1, "gw")
+	mustDisconnect(t, r, 3, "gw", false)
+	mustDisconnect(t, r, 3, "gw", true)
 }

@@ -18,6 +18,7 @@ type Client interface {
 	Guest(ctx context.Context, req *logicapi.GuestReq, callOptions ...callopt.Option) (r *logicapi.LoginResp, err error)
 	Logout(ctx context.Context, req *logicapi.LogoutReq, callOptions ...callopt.Option) (r *logicapi.LogoutResp, err error)
 	Auth(ctx context.Context, req *logicapi.AuthReq, callOptions ...callopt.Option) (r *logicapi.AuthResp, err error)
+	AuthBatch(ctx context.Context, req *logicapi.AuthBatchReq, callOptions ...callopt.Option) (r *logicapi.AuthBatchResp, err error)
 	GetUser(ctx context.Context, req *logicapi.GetUserReq, callOptions ...callopt.Option) (r *logicapi.GetUserResp, err error)
 	ListConversations(ctx context.Context, req *logicapi.ListConversationsReq, callOptions ...callopt.Option) (r *logicapi.ListConversationsResp, err error)
 	ListMessages(ctx context.Context, req *logicapi.ListMessagesReq, callOptions ...callopt.Option) (r *logicapi.ListMessagesResp, err error)
@@ -33,6 +34,7 @@ type Client interface {
 	AddGroupMembers(ctx context.Context, req *logicapi.AddGroupMembersReq, callOptions ...callopt.Option) (r *logicapi.GroupInfo, err error)
 	RemoveGroupMember(ctx context.Context, req *logicapi.RemoveGroupMemberReq, callOptions ...callopt.Option) (r *logicapi.RemoveGroupMemberResp, err error)
 	Connect(ctx context.Context, req *logicapi.ConnectReq, callOptions ...callopt.Option) (r *logicapi.ConnectResp, err error)
+	ConnectBatch(ctx context.Context, req *logicapi.ConnectBatchReq, callOptions ...callopt.Option) (r *logicapi.ConnectBatchResp, err error)
 	Disconnect(ctx context.Context, req *logicapi.DisconnectReq, callOptions ...callopt.Option) (r *logicapi.DisconnectResp, err error)
 	RefreshRoutes(ctx context.Context, req *logicapi.RefreshRoutesReq, callOptions ...callopt.Option) (r *logicapi.RefreshRoutesResp, err error)
 }
@@ -94,6 +96,11 @@ func (p *kLogicServiceClient) Logout(ctx context.Context, req *logicapi.LogoutRe
 func (p *kLogicServiceClient) Auth(ctx context.Context, req *logicapi.AuthReq, callOptions ...callopt.Option) (r *logicapi.AuthResp, err error) {
 	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
 	return p.kClient.Auth(ctx, req)
+}
+
+func (p *kLogicServiceClient) AuthBatch(ctx context.Context, req *logicapi.AuthBatchReq, callOptions ...callopt.Option) (r *logicapi.AuthBatchResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.AuthBatch(ctx, req)
 }
 
 func (p *kLogicServiceClient) GetUser(ctx context.Context, req *logicapi.GetUserReq, callOptions ...callopt.Option) (r *logicapi.GetUserResp, err error) {
@@ -169,6 +176,11 @@ func (p *kLogicServiceClient) RemoveGroupMember(ctx context.Context, req *logica
 func (p *kLogicServiceClient) Connect(ctx context.Context, req *logicapi.ConnectReq, callOptions ...callopt.Option) (r *logicapi.ConnectResp, err error) {
 	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
 	return p.kClient.Connect(ctx, req)
+}
+
+func (p *kLogicServiceClient) ConnectBatch(ctx context.Context, req *logicapi.ConnectBatchReq, callOptions ...callopt.Option) (r *logicapi.ConnectBatchResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.ConnectBatch(ctx, req)
 }
 
 func (p *kLogicServiceClient) Disconnect(ctx context.Context, req *logicapi.DisconnectReq, callOptions ...callopt.Option) (r *logicapi.DisconnectResp, err error) {

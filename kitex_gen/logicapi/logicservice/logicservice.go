@@ -56,6 +56,13 @@ var serviceMethods = map[string]kitex.MethodInfo{
 		false,
 		kitex.WithStreamingMode(kitex.StreamingNone),
 	),
+	"AuthBatch": kitex.NewMethodInfo(
+		authBatchHandler,
+		newLogicServiceAuthBatchArgs,
+		newLogicServiceAuthBatchResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
 	"GetUser": kitex.NewMethodInfo(
 		getUserHandler,
 		newLogicServiceGetUserArgs,
@@ -158,6 +165,13 @@ var serviceMethods = map[string]kitex.MethodInfo{
 		connectHandler,
 		newLogicServiceConnectArgs,
 		newLogicServiceConnectResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"ConnectBatch": kitex.NewMethodInfo(
+		connectBatchHandler,
+		newLogicServiceConnectBatchArgs,
+		newLogicServiceConnectBatchResult,
 		false,
 		kitex.WithStreamingMode(kitex.StreamingNone),
 	),
@@ -347,6 +361,24 @@ func newLogicServiceAuthArgs() interface{} {
 
 func newLogicServiceAuthResult() interface{} {
 	return logicapi.NewLogicServiceAuthResult()
+}
+
+func authBatchHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*logicapi.LogicServiceAuthBatchArgs)
+	realResult := result.(*logicapi.LogicServiceAuthBatchResult)
+	success, err := handler.(logicapi.LogicService).AuthBatch(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newLogicServiceAuthBatchArgs() interface{} {
+	return logicapi.NewLogicServiceAuthBatchArgs()
+}
+
+func newLogicServiceAuthBatchResult() interface{} {
+	return logicapi.NewLogicServiceAuthBatchResult()
 }
 
 func getUserHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
@@ -619,6 +651,24 @@ func newLogicServiceConnectResult() interface{} {
 	return logicapi.NewLogicServiceConnectResult()
 }
 
+func connectBatchHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*logicapi.LogicServiceConnectBatchArgs)
+	realResult := result.(*logicapi.LogicServiceConnectBatchResult)
+	success, err := handler.(logicapi.LogicService).ConnectBatch(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newLogicServiceConnectBatchArgs() interface{} {
+	return logicapi.NewLogicServiceConnectBatchArgs()
+}
+
+func newLogicServiceConnectBatchResult() interface{} {
+	return logicapi.NewLogicServiceConnectBatchResult()
+}
+
 func disconnectHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
 	realArg := arg.(*logicapi.LogicServiceDisconnectArgs)
 	realResult := result.(*logicapi.LogicServiceDisconnectResult)
@@ -720,6 +770,16 @@ func (p *kClient) Auth(ctx context.Context, req *logicapi.AuthReq) (r *logicapi.
 	_args.Req = req
 	var _result logicapi.LogicServiceAuthResult
 	if err = p.c.Call(ctx, "Auth", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) AuthBatch(ctx context.Context, req *logicapi.AuthBatchReq) (r *logicapi.AuthBatchResp, err error) {
+	var _args logicapi.LogicServiceAuthBatchArgs
+	_args.Req = req
+	var _result logicapi.LogicServiceAuthBatchResult
+	if err = p.c.Call(ctx, "AuthBatch", &_args, &_result); err != nil {
 		return
 	}
 	return _result.GetSuccess(), nil
@@ -870,6 +930,16 @@ func (p *kClient) Connect(ctx context.Context, req *logicapi.ConnectReq) (r *log
 	_args.Req = req
 	var _result logicapi.LogicServiceConnectResult
 	if err = p.c.Call(ctx, "Connect", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) ConnectBatch(ctx context.Context, req *logicapi.ConnectBatchReq) (r *logicapi.ConnectBatchResp, err error) {
+	var _args logicapi.LogicServiceConnectBatchArgs
+	_args.Req = req
+	var _result logicapi.LogicServiceConnectBatchResult
+	if err = p.c.Call(ctx, "ConnectBatch", &_args, &_result); err != nil {
 		return
 	}
 	return _result.GetSuccess(), nil

@@ -22,6 +22,7 @@ type Client interface {
 	SetReadSeq(ctx context.Context, req *repoapi.SetReadSeqReq, callOptions ...callopt.Option) (r *repoapi.SetReadSeqResp, err error)
 	RevokeToken(ctx context.Context, req *repoapi.RevokeTokenReq, callOptions ...callopt.Option) (r *repoapi.RevokeTokenResp, err error)
 	IsRevoked(ctx context.Context, req *repoapi.IsRevokedReq, callOptions ...callopt.Option) (r *repoapi.IsRevokedResp, err error)
+	IsRevokedBatch(ctx context.Context, req *repoapi.IsRevokedBatchReq, callOptions ...callopt.Option) (r *repoapi.IsRevokedBatchResp, err error)
 	AddFriend(ctx context.Context, req *repoapi.AddFriendReq, callOptions ...callopt.Option) (r *repoapi.AddFriendResp, err error)
 	ListFriends(ctx context.Context, req *repoapi.ListFriendsReq, callOptions ...callopt.Option) (r *repoapi.ListFriendsResp, err error)
 	EnsureSingle(ctx context.Context, req *repoapi.EnsureSingleReq, callOptions ...callopt.Option) (r *repoapi.EnsureSingleResp, err error)
@@ -32,6 +33,7 @@ type Client interface {
 	RemoveMember(ctx context.Context, req *repoapi.RemoveMemberReq, callOptions ...callopt.Option) (r *repoapi.RemoveMemberResp, err error)
 	ListPeers(ctx context.Context, req *repoapi.ListPeersReq, callOptions ...callopt.Option) (r *repoapi.ListPeersResp, err error)
 	Connect(ctx context.Context, req *repoapi.ConnectReq, callOptions ...callopt.Option) (r *repoapi.ConnectResp, err error)
+	ConnectBatch(ctx context.Context, req *repoapi.ConnectBatchReq, callOptions ...callopt.Option) (r *repoapi.ConnectBatchResp, err error)
 	Disconnect(ctx context.Context, req *repoapi.DisconnectReq, callOptions ...callopt.Option) (r *repoapi.DisconnectResp, err error)
 	RefreshRoutes(ctx context.Context, req *repoapi.RefreshRoutesReq, callOptions ...callopt.Option) (r *repoapi.RefreshRoutesResp, err error)
 	GetRoutes(ctx context.Context, req *repoapi.GetRoutesReq, callOptions ...callopt.Option) (r *repoapi.GetRoutesResp, err error)
@@ -123,6 +125,11 @@ func (p *kRepoServiceClient) IsRevoked(ctx context.Context, req *repoapi.IsRevok
 	return p.kClient.IsRevoked(ctx, req)
 }
 
+func (p *kRepoServiceClient) IsRevokedBatch(ctx context.Context, req *repoapi.IsRevokedBatchReq, callOptions ...callopt.Option) (r *repoapi.IsRevokedBatchResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.IsRevokedBatch(ctx, req)
+}
+
 func (p *kRepoServiceClient) AddFriend(ctx context.Context, req *repoapi.AddFriendReq, callOptions ...callopt.Option) (r *repoapi.AddFriendResp, err error) {
 	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
 	return p.kClient.AddFriend(ctx, req)
@@ -171,6 +178,11 @@ func (p *kRepoServiceClient) ListPeers(ctx context.Context, req *repoapi.ListPee
 func (p *kRepoServiceClient) Connect(ctx context.Context, req *repoapi.ConnectReq, callOptions ...callopt.Option) (r *repoapi.ConnectResp, err error) {
 	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
 	return p.kClient.Connect(ctx, req)
+}
+
+func (p *kRepoServiceClient) ConnectBatch(ctx context.Context, req *repoapi.ConnectBatchReq, callOptions ...callopt.Option) (r *repoapi.ConnectBatchResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.ConnectBatch(ctx, req)
 }
 
 func (p *kRepoServiceClient) Disconnect(ctx context.Context, req *repoapi.DisconnectReq, callOptions ...callopt.Option) (r *repoapi.DisconnectResp, err error) {

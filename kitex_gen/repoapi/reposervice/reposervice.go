@@ -90,6 +90,13 @@ var serviceMethods = map[string]kitex.MethodInfo{
 		false,
 		kitex.WithStreamingMode(kitex.StreamingNone),
 	),
+	"IsRevokedBatch": kitex.NewMethodInfo(
+		isRevokedBatchHandler,
+		newRepoServiceIsRevokedBatchArgs,
+		newRepoServiceIsRevokedBatchResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
 	"AddFriend": kitex.NewMethodInfo(
 		addFriendHandler,
 		newRepoServiceAddFriendArgs,
@@ -157,6 +164,13 @@ var serviceMethods = map[string]kitex.MethodInfo{
 		connectHandler,
 		newRepoServiceConnectArgs,
 		newRepoServiceConnectResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
+	"ConnectBatch": kitex.NewMethodInfo(
+		connectBatchHandler,
+		newRepoServiceConnectBatchArgs,
+		newRepoServiceConnectBatchResult,
 		false,
 		kitex.WithStreamingMode(kitex.StreamingNone),
 	),
@@ -459,6 +473,24 @@ func newRepoServiceIsRevokedResult() interface{} {
 	return repoapi.NewRepoServiceIsRevokedResult()
 }
 
+func isRevokedBatchHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*repoapi.RepoServiceIsRevokedBatchArgs)
+	realResult := result.(*repoapi.RepoServiceIsRevokedBatchResult)
+	success, err := handler.(repoapi.RepoService).IsRevokedBatch(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newRepoServiceIsRevokedBatchArgs() interface{} {
+	return repoapi.NewRepoServiceIsRevokedBatchArgs()
+}
+
+func newRepoServiceIsRevokedBatchResult() interface{} {
+	return repoapi.NewRepoServiceIsRevokedBatchResult()
+}
+
 func addFriendHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
 	realArg := arg.(*repoapi.RepoServiceAddFriendArgs)
 	realResult := result.(*repoapi.RepoServiceAddFriendResult)
@@ -637,6 +669,24 @@ func newRepoServiceConnectArgs() interface{} {
 
 func newRepoServiceConnectResult() interface{} {
 	return repoapi.NewRepoServiceConnectResult()
+}
+
+func connectBatchHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*repoapi.RepoServiceConnectBatchArgs)
+	realResult := result.(*repoapi.RepoServiceConnectBatchResult)
+	success, err := handler.(repoapi.RepoService).ConnectBatch(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newRepoServiceConnectBatchArgs() interface{} {
+	return repoapi.NewRepoServiceConnectBatchArgs()
+}
+
+func newRepoServiceConnectBatchResult() interface{} {
+	return repoapi.NewRepoServiceConnectBatchResult()
 }
 
 func disconnectHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
@@ -849,6 +899,16 @@ func (p *kClient) IsRevoked(ctx context.Context, req *repoapi.IsRevokedReq) (r *
 	return _result.GetSuccess(), nil
 }
 
+func (p *kClient) IsRevokedBatch(ctx context.Context, req *repoapi.IsRevokedBatchReq) (r *repoapi.IsRevokedBatchResp, err error) {
+	var _args repoapi.RepoServiceIsRevokedBatchArgs
+	_args.Req = req
+	var _result repoapi.RepoServiceIsRevokedBatchResult
+	if err = p.c.Call(ctx, "IsRevokedBatch", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
 func (p *kClient) AddFriend(ctx context.Context, req *repoapi.AddFriendReq) (r *repoapi.AddFriendResp, err error) {
 	var _args repoapi.RepoServiceAddFriendArgs
 	_args.Req = req
@@ -944,6 +1004,16 @@ func (p *kClient) Connect(ctx context.Context, req *repoapi.ConnectReq) (r *repo
 	_args.Req = req
 	var _result repoapi.RepoServiceConnectResult
 	if err = p.c.Call(ctx, "Connect", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) ConnectBatch(ctx context.Context, req *repoapi.ConnectBatchReq) (r *repoapi.ConnectBatchResp, err error) {
+	var _args repoapi.RepoServiceConnectBatchArgs
+	_args.Req = req
+	var _result repoapi.RepoServiceConnectBatchResult
+	if err = p.c.Call(ctx, "ConnectBatch", &_args, &_result); err != nil {
 		return
 	}
 	return _result.GetSuccess(), nil
