@@ -15,18 +15,21 @@ import (
 	"github.com/gochat/gochat/bench/internal/stats"
 )
 
-// runFanout measures the world room: N receivers online, one sender posting at -rate;
-// every delivery's latency, deliveries per second, and for each message the time until
-// the last receiver had it.
+// runFanout measures the world room with N receivers online and one sender, in two
+// phases: probes (one message at a time in the room, -probe-rate) give the time until
+// the last receiver had a message; the flood (-messages at -rate) gives deliveries per
+// second when the room is kept busy.
 func runFanout(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("fanout", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c common
 	c.register(fs)
 	n := fs.Int("receivers", 10000, "sockets in the world room besides the sender")
-	msgs := fs.Int("messages", 100, "messages the sender posts")
-	rateS := fs.String("rate", "10", "messages per second (each one is delivered to every receiver)")
-	wait := fs.Duration("wait", 10*time.Second, "how long after the last send to wait for stragglers")
+	probes := fs.Int("probes", 20, "latency phase: messages sent at -probe-rate")
+	probeRateS := fs.String("probe-rate", "2", "latency phase: messages per second")
+	msgs := fs.Int("messages", 100, "flood phase: messages the sender posts (0 = no flood)")
+	rateS := fs.String("rate", "20", "flood phase: messages per second (each one goes to every receiver)")
+	wait := fs.Duration("wait", 10*time.Second, "how long after a phase's last send to wait for stragglers")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -40,34 +43,42 @@ func runFanout(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *n < 1 || *msgs < 1 {
-		return errors.New("-receivers and -messages must be positive")
+	probeRate, err := parseRate(*probeRateS)
+	if err != nil {
+		return err
+	}
+	if *n < 1 || *probes < 1 || *msgs < 0 {
+		return errors.New("-receivers and -probes must be positive, -messages not negative")
 	}
 	ctx := context.Background()
 	start := time.Now()
 	r := report.New("fanout")
 	c.config(r)
-	r.Config["receivers"], r.Config["messages"], r.Config["rate"], r.Config["wait"] = *n, *msgs, rate, wait.String()
+	r.Config["receivers"], r.Config["probes"], r.Config["probe_rate"] = *n, *probes, probeRate
+	r.Config["messages"], r.Config["rate"], r.Config["wait"] = *msgs, rate, wait.String()
 
-	perDelivery := stats.NewHistogram()
-	got := make([]atomic.Int64, *msgs)  // deliveries per message
-	last := make([]atomic.Int64, *msgs) // latest delivery latency per message, ns
+	total := *probes + *msgs            // message i < probes is a probe
+	perDelivery := stats.NewHistogram() // probes' deliveries
+	got := make([]atomic.Int64, total)  // deliveries per message
+	last := make([]atomic.Int64, total) // latest delivery latency per message, ns
 	var delivered, lastAt atomic.Int64
 	onFrame := func(_ *peer, typ string, data json.RawMessage) {
 		if typ != "new-message" {
 			return
 		}
 		now := time.Now().UnixNano()
-		var d pushData
-		if json.Unmarshal(data, &d) != nil || d.ConversationID != "world" {
+		conv, text, ok := readPush(data)
+		if !ok || conv != "world" {
 			return
 		}
-		i, at, ok := parseContent(d.Message.Content)
+		i, at, ok := parseContent(text)
 		if !ok || i < 0 || i >= len(got) {
 			return // another run's or a person's message
 		}
 		lat := now - at
-		perDelivery.Record(time.Duration(lat))
+		if i < *probes {
+			perDelivery.Record(time.Duration(lat))
+		}
 		got[i].Add(1)
 		for {
 			old := last[i].Load()
@@ -99,55 +110,76 @@ func runFanout(args []string, stdout, stderr io.Writer) error {
 	}
 	sp := peers[len(peers)-1]
 
-	pace, err := stats.NewPacer(rate, time.Now().Add(50*time.Millisecond))
-	if err != nil {
-		return err
-	}
 	meter := stats.NewMeter()
 	prog := report.NewProgress(stderr, time.Second, func() string {
 		d := delivered.Load()
 		meter.Add(d - meter.Total())
-		return fmt.Sprintf("fanout: delivered %d of %d (%.0f/s) lost sockets %d", d, int64(*n)*int64(*msgs), meter.Rate(), f.lostSocket.Load())
+		return fmt.Sprintf("fanout: delivered %d of %d (%.0f/s) lost sockets %d", d, int64(*n)*int64(total), meter.Rate(), f.lostSocket.Load())
 	})
-	firstSend := time.Now()
-	for i := range *msgs {
-		at, err := pace.Wait(ctx, int64(i))
+	// phase sends messages [from, from+count) at rate and waits until the room has them
+	// (or -wait passed); it returns the first send time and how many were delivered.
+	phase := func(from, count int, rate float64) (time.Time, int64, error) {
+		pace, err := stats.NewPacer(rate, time.Now().Add(50*time.Millisecond))
 		if err != nil {
-			break
+			return time.Time{}, 0, err
 		}
-		if i == 0 {
-			firstSend = at
+		before := delivered.Load()
+		first := pace.Next(0)
+		for k := range count {
+			at, err := pace.Wait(ctx, int64(k))
+			if err != nil {
+				return first, 0, err
+			}
+			i := from + k
+			if err := sp.send("world", content(i, at), "f"+strconv.Itoa(i)); err != nil {
+				return first, 0, fmt.Errorf("send: %w", err)
+			}
 		}
-		if err := sp.send("world", content(i, at), "f"+strconv.Itoa(i)); err != nil {
-			return fmt.Errorf("send: %w", err)
+		want := before + int64(*n)*int64(count)
+		deadline := time.Now().Add(*wait)
+		for delivered.Load() < want && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
 		}
+		return first, delivered.Load() - before, nil
 	}
-	want := int64(*n) * int64(*msgs)
-	deadline := time.Now().Add(*wait)
-	for delivered.Load() < want && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	if _, _, err := phase(0, *probes, probeRate); err != nil {
+		prog.Stop()
+		return err
 	}
-	prog.Stop()
-
 	toAll := stats.NewHistogram()
 	incomplete := 0
-	for i := range got {
+	for i := range *probes {
 		if got[i].Load() < int64(*n) {
 			incomplete++
 			continue
 		}
 		toAll.Record(time.Duration(last[i].Load()))
 	}
-	span := time.Duration(lastAt.Load() - firstSend.UnixNano())
-	dps := 0.0
-	if span > 0 {
-		dps = float64(delivered.Load()) / span.Seconds()
+	dps, floodDelivered := 0.0, int64(0)
+	if *msgs > 0 {
+		first, d, err := phase(*probes, *msgs, rate)
+		if err != nil {
+			prog.Stop()
+			return err
+		}
+		floodDelivered = d
+		if span := time.Duration(lastAt.Load() - first.UnixNano()); span > 0 {
+			dps = float64(d) / span.Seconds()
+		}
+		for i := *probes; i < total; i++ {
+			if got[i].Load() < int64(*n) {
+				incomplete++
+			}
+		}
 	}
+	prog.Stop()
+	want := int64(*n) * int64(total)
 	r.Metrics["deliveries"] = delivered.Load()
 	r.Metrics["deliveries_expected"] = want
-	r.Metrics["deliveries_per_s"] = dps
-	r.Metrics["per_delivery"] = perDelivery.Snapshot()
-	r.Metrics["time_to_all_receivers"] = toAll.Snapshot()
+	r.Metrics["flood_deliveries"] = floodDelivered
+	r.Metrics["flood_deliveries_per_s"] = dps
+	r.Metrics["probe_per_delivery"] = perDelivery.Snapshot()
+	r.Metrics["probe_time_to_all_receivers"] = toAll.Snapshot()
 	r.Metrics["messages_not_reaching_all"] = incomplete
 	r.Metrics["lost_sockets"] = f.lostSocket.Load()
 	r.Metrics["error_frames"] = f.errFrames.Load()
@@ -155,10 +187,12 @@ func runFanout(args []string, stdout, stderr io.Writer) error {
 		r.Notes = append(r.Notes, "last error: "+*p)
 	}
 	r.AddTarget("deliveries missing", "<=", 0, float64(want-delivered.Load()), "deliveries")
-	r.AddTarget("world deliveries/s", ">=", 100000, dps, "deliveries/s")
-	name := "one message to all receivers p99"
+	if *msgs > 0 {
+		r.AddTarget("world deliveries/s (flood)", ">=", 100000, dps, "deliveries/s")
+	}
+	name := "one message to all receivers p99 (probes)"
 	if *n >= 10000 {
-		name = "one message to a 10,000-socket room p99"
+		name = "one message to a 10,000-socket room p99 (probes)"
 	} else {
 		r.Notes = append(r.Notes, fmt.Sprintf("%d receivers: the 100 ms target is for a 10,000-socket room", *n))
 	}

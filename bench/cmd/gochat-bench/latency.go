@@ -91,11 +91,11 @@ func (t *traffic) onFrame(p *peer, typ string, data json.RawMessage) {
 	now := time.Now().UnixNano()
 	switch typ {
 	case "message-ack":
-		var a ackData
-		if json.Unmarshal(data, &a) != nil {
+		id, ok := readAck(data)
+		if !ok {
 			return
 		}
-		i, err := strconv.Atoi(a.TempMessageID)
+		i, err := strconv.Atoi(id)
 		if err != nil || i < 0 || i >= len(t.intended) {
 			return
 		}
@@ -113,11 +113,11 @@ func (t *traffic) onFrame(p *peer, typ string, data json.RawMessage) {
 			t.onAck(p, i)
 		}
 	case "new-message":
-		var d pushData
-		if json.Unmarshal(data, &d) != nil {
+		_, text, ok := readPush(data)
+		if !ok {
 			return
 		}
-		i, at, ok := parseContent(d.Message.Content)
+		i, at, ok := parseContent(text)
 		if !ok || i < 0 || i >= len(t.tags) {
 			return
 		}

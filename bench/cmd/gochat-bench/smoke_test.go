@@ -219,9 +219,12 @@ func TestSmoke(t *testing.T) {
 		}
 	})
 	t.Run("fanout", func(t *testing.T) {
-		r := runSub(t, t.TempDir(), append([]string{"fanout", "-receivers", "20", "-messages", "5", "-rate", "20", "-secret", secret}, common...)...)
-		if d, want := metric(t, r, "deliveries"), metric(t, r, "deliveries_expected"); d != want || want != 100 {
-			t.Errorf("deliveries %v of %v, want 100", d, want)
+		r := runSub(t, t.TempDir(), append([]string{"fanout", "-receivers", "20", "-probes", "3", "-probe-rate", "20", "-messages", "5", "-rate", "20", "-secret", secret}, common...)...)
+		if d, want := metric(t, r, "deliveries"), metric(t, r, "deliveries_expected"); d != want || want != 160 {
+			t.Errorf("deliveries %v of %v, want 160 (20 receivers × 8 messages)", d, want)
+		}
+		if d := metric(t, r, "flood_deliveries"); d != 100 {
+			t.Errorf("flood deliveries %v, want 100", d)
 		}
 		if metric(t, r, "messages_not_reaching_all") != 0 {
 			t.Errorf("some messages missed receivers")
