@@ -257,17 +257,54 @@ func (f *fanout) doBatch(batch []pushJob) {
 			return err
 		})
 	}
+	var out []pushq.Record
 	for i, j := range batch {
 		switch {
 		case j.msg != nil && j.msg.ConversationId == WorldID:
-			f.publish(pushq.TopicBroadcast, pushq.Push{Message: pushMessage(j.msg), OriginConn: j.origin})
+			out = f.record(out, pushq.TopicBroadcast, pushq.Push{Message: pushMessage(j.msg), OriginConn: j.origin})
 		case skip[i]:
 		case routesErr != nil:
 			f.drop(j, "routes unavailable", routesErr)
 		default:
-			f.publishRouted(j, recipients[i], routes)
+			out = f.routed(out, j, recipients[i], routes)
 		}
 	}
+	f.publishAll(out)
+}
+
+// publishAll publishes a batch's records in one pipelined round when the bus can
+// (Kafka: one SendMessages instead of a produce round trip per record, which held
+// pushes to ~2,000 records/s per logic); a record that fails there goes the
+// one-at-a-time way, with its retries and the hand-over to task.
+func (f *fanout) publishAll(recs []pushq.Record) {
+	if len(recs) == 0 {
+		return
+	}
+	bp, ok := f.bus.(batchPublisher)
+	if !ok || len(recs) == 1 {
+		for _, r := range recs {
+			f.publishValue(r.Topic, r.Key, r.Value)
+		}
+		return
+	}
+	ctx, cancel := context.WithTimeout(f.base, f.retry)
+	start := time.Now()
+	errs := bp.PublishMany(ctx, recs)
+	cancel()
+	for i, r := range recs {
+		if errs[i] != nil {
+			f.publishValue(r.Topic, r.Key, r.Value)
+			continue
+		}
+		f.published.Inc()
+	}
+	f.publishSeconds.Observe(sinceSeconds(start))
+}
+
+// batchPublisher is a bus that publishes many records in one round (pushq.Kafka,
+// pushq.Memory); errs[i] answers recs[i].
+type batchPublisher interface {
+	PublishMany(ctx context.Context, recs []pushq.Record) (errs []error)
 }
 
 // recipients resolves who a job is for: a conversation's members (or large), or the
@@ -313,8 +350,8 @@ func (f *fanout) routes(ctx context.Context, users []int64) (map[int64][]string,
 	return out, nil
 }
 
-// publishRouted publishes one record per live gateway that holds a recipient.
-func (f *fanout) publishRouted(j pushJob, recipients []int64, routes map[int64][]string) {
+// routed adds one record per live gateway that holds a recipient.
+func (f *fanout) routed(out []pushq.Record, j pushJob, recipients []int64, routes map[int64][]string) []pushq.Record {
 	byGateway := map[string][]int64{}
 	for _, uid := range recipients {
 		for _, gw := range routes[uid] {
@@ -339,8 +376,9 @@ func (f *fanout) publishRouted(j pushJob, recipients []int64, routes map[int64][
 		} else {
 			p.Kind, p.Presence = pushq.KindPresence, j.presence
 		}
-		f.publish(topic, p)
+		out = f.record(out, topic, p)
 	}
+	return out
 }
 
 // members lists the members of a conversation (the sender included: their other
@@ -403,14 +441,15 @@ func pushMessage(m *repoapi.Message) pushq.Message {
 	}
 }
 
-func (f *fanout) publish(topic string, p pushq.Push) {
+// record encodes p for topic and adds it to out.
+func (f *fanout) record(out []pushq.Record, topic string, p pushq.Push) []pushq.Record {
 	value, err := p.Encode()
 	if err != nil {
 		f.dropped.Inc()
 		f.log.Error("push dropped: encode", "err", err)
-		return
+		return out
 	}
-	f.publishValue(topic, p.Key(), value)
+	return append(out, pushq.Record{Topic: topic, Key: p.Key(), Value: value})
 }
 
 // publishValue publishes with retries, then hands the record to task.

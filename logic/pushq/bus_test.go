@@ -545,3 +545,42 @@ func TestContractRejectsBadArguments(t *testing.T) {
 		}
 	})
 }
+
+// PublishMany delivers every record of a batch, each key in order, and answers
+// for each record: a bad topic fails only its own.
+func TestContractPublishManyKeepsKeyOrder(t *testing.T) {
+	contract(t, func(t *testing.T, _ impl, b Bus) {
+		bp, ok := b.(interface {
+			PublishMany(ctx context.Context, recs []Record) []error
+		})
+		if !ok {
+			t.Fatalf("%T has no PublishMany", b)
+		}
+		topic := testTopic(t, "push")
+		mustEnsure(t, b, topic)
+		var c collector
+		mustSubscribe(t, b, topic, c.add)
+
+		const keys, perKey = 5, 30
+		var recs []Record
+		for i := range perKey {
+			for k := range keys {
+				recs = append(recs, Record{Topic: topic, Key: []byte(fmt.Sprintf("k%d", k)), Value: []byte(seqValue(k, i))})
+			}
+		}
+		bad := len(recs) / 2
+		recs = slices.Insert(recs, bad, Record{Topic: "no such topic!", Value: []byte("x")})
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		errs := bp.PublishMany(ctx, recs)
+		if len(errs) != len(recs) {
+			t.Fatalf("%d answers for %d records", len(errs), len(recs))
+		}
+		for i, err := range errs {
+			if (err != nil) != (i == bad) {
+				t.Fatalf("record %d: err = %v (only record %d has a bad topic)", i, err, bad)
+			}
+		}
+		checkPerKey(t, c.waitLen(t, keys*perKey), keys, perKey)
+	})
+}

@@ -192,6 +192,71 @@ func (k *Kafka) Publish(ctx context.Context, topic string, key, value []byte) er
 	}
 }
 
+// PublishMany publishes recs in one pipelined round (sarama's SendMessages: the
+// records of a partition travel together, in order) and waits for every broker
+// ack; errs[i] answers recs[i]. One round trip for the lot is what lets a logic
+// publish a busy group commit's pushes as fast as it stores them.
+func (k *Kafka) PublishMany(ctx context.Context, recs []Record) []error {
+	errs := make([]error, len(recs))
+	msgs := make([]*sarama.ProducerMessage, 0, len(recs))
+	index := make(map[*sarama.ProducerMessage]int, len(recs))
+	for i, r := range recs {
+		if err := validateTopic(r.Topic); err != nil {
+			errs[i] = err
+			continue
+		}
+		msg := &sarama.ProducerMessage{Topic: r.Topic, Value: sarama.ByteEncoder(bytes.Clone(r.Value))}
+		if len(r.Key) > 0 {
+			msg.Key = sarama.ByteEncoder(bytes.Clone(r.Key))
+		}
+		index[msg] = i
+		msgs = append(msgs, msg)
+	}
+	if len(msgs) == 0 {
+		return errs
+	}
+	fail := func(err error) []error {
+		for _, i := range index {
+			errs[i] = fmt.Errorf("publish to %s: %w", recs[i].Topic, err)
+		}
+		return errs
+	}
+	ctx, cancel := context.WithTimeout(ctx, k.cfg.PublishTimeout)
+	defer cancel()
+	_, release, err := k.runs.start(context.Background())
+	if err != nil {
+		return fail(err)
+	}
+	prod, _, err := k.conn(ctx)
+	if err != nil {
+		release()
+		return fail(err)
+	}
+	res := make(chan error, 1)
+	go func() {
+		defer release()
+		res <- prod.SendMessages(msgs)
+	}()
+	select {
+	case err := <-res:
+		if err == nil {
+			return errs
+		}
+		var perMsg sarama.ProducerErrors
+		if !errors.As(err, &perMsg) {
+			return fail(err)
+		}
+		for _, pe := range perMsg {
+			if i, ok := index[pe.Msg]; ok {
+				errs[i] = fmt.Errorf("publish to %s: %w", recs[i].Topic, pe.Err)
+			}
+		}
+		return errs
+	case <-ctx.Done():
+		return fail(context.Cause(ctx))
+	}
+}
+
 // Subscribe starts one partition consumer per partition of topic at the
 // newest offset, with no group and no commits. The newest offsets are
 // resolved before it returns.

@@ -122,6 +122,15 @@ func NewMemory(opts ...MemoryOption) *Memory {
 // full, since NewMemory.
 func (m *Memory) Dropped() uint64 { return m.dropped.Load() }
 
+// PublishMany publishes each record in order; errs[i] answers recs[i].
+func (m *Memory) PublishMany(ctx context.Context, recs []Record) []error {
+	errs := make([]error, len(recs))
+	for i, r := range recs {
+		errs[i] = m.Publish(ctx, r.Topic, r.Key, r.Value)
+	}
+	return errs
+}
+
 // Publish enqueues the record for every current subscriber and group of
 // topic and returns. It waits only for room in a full group.
 func (m *Memory) Publish(ctx context.Context, topic string, key, value []byte) error {

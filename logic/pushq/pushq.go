@@ -303,3 +303,9 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// Record is one message for a bus's PublishMany.
+type Record struct {
+	Topic      string
+	Key, Value []byte
+}
