@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -71,6 +72,10 @@ type fanout struct {
 	mu     sync.RWMutex
 	closed bool
 
+	// dropLogged is when a drop was last logged (UnixNano); dropsUnlogged counts the
+	// drops since then that were not.
+	dropLogged, dropsUnlogged atomic.Int64
+
 	published, deferred, dropped, deadRoutes prometheus.Counter
 	publishSeconds                           prometheus.Histogram
 }
@@ -125,12 +130,22 @@ func (f *fanout) enqueue(j pushJob) {
 	}
 }
 
+// drop gives up on a push. Drops come in floods when logic is overloaded (a full
+// queue drops every job for a while), and a log line per job would add to the
+// overload: the first drop of a second is logged with its details, the rest of that
+// second only counted, and the next logged line says how many went unlogged.
 func (f *fanout) drop(j pushJob, why string, err error) {
 	f.dropped.Inc()
+	now := time.Now().UnixNano()
+	if last := f.dropLogged.Load(); now-last < int64(time.Second) || !f.dropLogged.CompareAndSwap(last, now) {
+		f.dropsUnlogged.Add(1)
+		return
+	}
+	more := f.dropsUnlogged.Swap(0)
 	if j.msg != nil {
-		f.log.Warn("push dropped: "+why, "conv", j.msg.ConversationId, "seq", j.msg.Seq, "err", err)
+		f.log.Warn("push dropped: "+why, "conv", j.msg.ConversationId, "seq", j.msg.Seq, "err", err, "unlogged_drops", more)
 	} else {
-		f.log.Warn("presence push dropped: "+why, "user", j.presence.UserID, "err", err)
+		f.log.Warn("presence push dropped: "+why, "user", j.presence.UserID, "err", err, "unlogged_drops", more)
 	}
 }
 
