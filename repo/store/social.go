@@ -539,6 +539,41 @@ func passOwnership(tx *gorm.DB, convID string) error {
 	return nil
 }
 
+// PeersMany is Peers for many users in one query (a connect storm announces
+// thousands of users a second): peers[u] lists u's peers, each once, ascending;
+// users without peers have no entry.
+func (s *Store) PeersMany(ctx context.Context, userIDs []int64) (map[int64][]int64, error) {
+	if len(userIDs) == 0 {
+		return map[int64][]int64{}, nil
+	}
+	done, err := s.enter()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	var rows []struct {
+		Owner int64
+		ID    int64
+	}
+	err = s.rdb.WithContext(ctx).Raw(`
+SELECT user_id AS owner, friend_id AS id FROM friendships WHERE user_id IN ?
+UNION
+SELECT m.user_id AS owner, o.user_id AS id
+FROM conversation_members AS m
+JOIN conversations AS c ON c.id = m.conversation_id AND c.type = ?
+JOIN conversation_members AS o ON o.conversation_id = m.conversation_id AND o.user_id <> m.user_id
+WHERE m.user_id IN ?
+ORDER BY owner, id`, userIDs, TypeSingle, userIDs).Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("load peers of %d users: %w", len(userIDs), err)
+	}
+	peers := make(map[int64][]int64)
+	for _, r := range rows {
+		peers[r.Owner] = append(peers[r.Owner], r.ID)
+	}
+	return peers, nil
+}
+
 // Peers returns who sees userID's presence: their friends and the other
 // members of their single conversations, each once, ascending.
 func (s *Store) Peers(ctx context.Context, userID int64) ([]int64, error) {

@@ -627,6 +627,23 @@ func testPeers(t *testing.T, h *harness) {
 			t.Errorf("Peers(%d) = %v, %v; want %v", tt.user, got, err, tt.want)
 		}
 	}
+	// PeersMany answers the same in one query; users without peers are absent.
+	many, err := s.PeersMany(ctx, []int64{a.ID, b.ID, c.ID, d.ID, a.ID, 999})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[int64][]int64{a.ID: sorted(b.ID, c.ID, e.ID), b.ID: {a.ID}, c.ID: {a.ID}}
+	if len(many) != len(want) {
+		t.Errorf("PeersMany = %v, want %v", many, want)
+	}
+	for u, w := range want {
+		if !slices.Equal(many[u], w) {
+			t.Errorf("PeersMany[%d] = %v, want %v", u, many[u], w)
+		}
+	}
+	if empty, err := s.PeersMany(ctx, nil); err != nil || len(empty) != 0 {
+		t.Errorf("PeersMany(nil) = %v, %v", empty, err)
+	}
 }
 
 func testUserConversationsPeer(t *testing.T, h *harness) {
