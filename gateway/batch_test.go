@@ -192,3 +192,49 @@ func TestBatcherClose(t *testing.T) {
 	never := newBatcher(2, 8, rec.call)
 	never.close() // a batcher that never started closes too
 }
+
+// TestBatcherCloseWithQueued: a Do queued behind a call in flight when close
+// starts (a socket closing while the gateway stops) is answered, by the call or
+// with errBatcherClosed, once that call returns: it never waits forever.
+func TestBatcherCloseWithQueued(t *testing.T) {
+	rec := &recorder{gate: make(chan struct{})}
+	b := newBatcher(1, 8, rec.call)
+	b.start()
+	first := make(chan error, 1)
+	go func() {
+		_, err := b.Do(context.Background(), 1) // held in the call
+		first <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); len(rec.batchSizes()) == 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	queued := make(chan error, 1)
+	go func() {
+		_, err := b.Do(context.Background(), 2) // no deadline of its own
+		queued <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); len(b.queue) == 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	closed := make(chan struct{})
+	go func() {
+		b.close()
+		close(closed)
+	}()
+	close(rec.gate)
+	for name, ch := range map[string]chan error{"in the call": first, "queued": queued} {
+		select {
+		case err := <-ch:
+			if err != nil && !errors.Is(err, errBatcherClosed) {
+				t.Errorf("Do %s err = %v, want nil or errBatcherClosed", name, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("Do %s still waiting after close", name)
+		}
+	}
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("close still waiting")
+	}
+}

@@ -54,6 +54,7 @@ type Logic interface {
 	Connect(ctx context.Context, req *logicapi.ConnectReq, opts ...callopt.Option) (*logicapi.ConnectResp, error)
 	ConnectBatch(ctx context.Context, req *logicapi.ConnectBatchReq, opts ...callopt.Option) (*logicapi.ConnectBatchResp, error)
 	Disconnect(ctx context.Context, req *logicapi.DisconnectReq, opts ...callopt.Option) (*logicapi.DisconnectResp, error)
+	DisconnectBatch(ctx context.Context, req *logicapi.DisconnectBatchReq, opts ...callopt.Option) (*logicapi.DisconnectBatchResp, error)
 	RefreshRoutes(ctx context.Context, req *logicapi.RefreshRoutesReq, opts ...callopt.Option) (*logicapi.RefreshRoutesResp, error)
 }
 
@@ -88,10 +89,12 @@ type Gateway struct {
 	ws      *wsnet.Server
 	recent  *recentPushes // message pushes already delivered here
 
-	// A WebSocket's auth and route registration go through these: a connect storm
-	// becomes a few batch calls to logic instead of two calls per socket.
-	auth    *batcher[string, *logicapi.AuthOutcome] // token -> its result
-	connect *batcher[int64, struct{}]               // user id of a socket opened here
+	// A WebSocket's auth, route registration and unregistration go through these: a
+	// connect (disconnect) storm becomes a few batch calls to logic instead of one or
+	// two calls per socket.
+	auth       *batcher[string, *logicapi.AuthOutcome] // token -> its result
+	connect    *batcher[int64, struct{}]               // user id of a socket opened here
+	disconnect *batcher[int64, struct{}]               // user id of a socket closed here
 
 	ready    chan struct{} // closed when the listener is up and the push subscription is live
 	addr     atomic.Pointer[net.TCPAddr]
@@ -131,6 +134,7 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 	}, (*wsHandler)(g))
 	g.auth = newBatcher(authWorkers, batchMax, g.authBatch)
 	g.connect = newBatcher(connectWorkers, batchMax, g.connectBatch)
+	g.disconnect = newBatcher(connectWorkers, batchMax, g.disconnectBatch)
 	m, err := newMetrics(d.Metrics, g)
 	if err != nil {
 		return nil, err
@@ -194,12 +198,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}()
 
 	// The batchers serve the WebSocket handler; they stop after Hertz has shut
-	// down (the deferred calls run when Spin has returned).
+	// down (the deferred calls run when Spin has returned). The sockets' OnClose
+	// normally ran by then (ws.Shutdown waits for them), but one that outlasted
+	// that wait, or runs later, gets errBatcherClosed instead of a call: its
+	// route expires by itself.
 	g.auth.start()
 	g.connect.start()
+	g.disconnect.start()
 	defer func() {
 		g.auth.close()
 		g.connect.close()
+		g.disconnect.close()
 	}()
 
 	h := server.New(
@@ -258,6 +267,17 @@ func (g *Gateway) connectBatch(ctx context.Context, userIDs []int64) ([]struct{}
 	cctx, cancel := g.callCtx(ctx)
 	defer cancel()
 	if _, err := g.logic.ConnectBatch(cctx, &logicapi.ConnectBatchReq{UserIds: userIDs, GatewayId: g.cfg.ID}); err != nil {
+		return nil, err
+	}
+	return make([]struct{}, len(userIDs)), nil
+}
+
+// disconnectBatch is the disconnect batcher's call: one logic.DisconnectBatch for
+// the sockets.
+func (g *Gateway) disconnectBatch(ctx context.Context, userIDs []int64) ([]struct{}, error) {
+	cctx, cancel := g.callCtx(ctx)
+	defer cancel()
+	if _, err := g.logic.DisconnectBatch(cctx, &logicapi.DisconnectBatchReq{UserIds: userIDs, GatewayId: g.cfg.ID}); err != nil {
 		return nil, err
 	}
 	return make([]struct{}, len(userIDs)), nil

@@ -84,14 +84,22 @@ func (h *wsHandler) OnOpen(c *wsnet.Conn) {
 	}
 }
 
-// OnClose unregisters the socket.
+// OnClose unregisters the socket. It waits for the disconnect's batch call, at
+// most one RPC timeout, so a gateway shutting down has told logic about its sockets
+// before it stops (ws.Shutdown waits for every OnClose).
 func (h *wsHandler) OnClose(c *wsnet.Conn, _ int, _ string) {
 	g := (*Gateway)(h)
 	s := c.Data().(*session)
 	g.sockets.Remove(s.userID, c.ID())
+	// The last socket anywhere announces that the user went offline.
 	ctx, cancel := g.callCtx(context.Background())
 	defer cancel()
-	if _, err := g.logic.Disconnect(ctx, &logicapi.DisconnectReq{UserId: s.userID, GatewayId: g.cfg.ID}); err != nil {
+	switch _, err := g.disconnect.Do(ctx, s.userID); {
+	case err == nil:
+	case errors.Is(err, errBatcherClosed):
+		// The gateway is stopping: its routes expire by themselves.
+		g.log.Debug("socket route left to expire: gateway stopping", "uid", s.userID)
+	default:
 		g.log.Warn("unregistering socket route failed; it expires by itself", "uid", s.userID, "err", err)
 	}
 }

@@ -220,6 +220,14 @@ struct DisconnectReq {
 }
 struct DisconnectResp {}
 
+// Disconnect for many sockets of one gateway at once, applied in order: one entry per
+// closed socket, so a user may repeat. At most 1000 entries.
+struct DisconnectBatchReq {
+    1: list<i64> user_ids
+    2: string gateway_id
+}
+struct DisconnectBatchResp {}
+
 struct RefreshRoutesReq {
     1: string gateway_id
     2: list<i64> user_ids
@@ -256,5 +264,6 @@ service LogicService {
     ConnectResp Connect(1: ConnectReq req)
     ConnectBatchResp ConnectBatch(1: ConnectBatchReq req)
     DisconnectResp Disconnect(1: DisconnectReq req)
+    DisconnectBatchResp DisconnectBatch(1: DisconnectBatchReq req)
     RefreshRoutesResp RefreshRoutes(1: RefreshRoutesReq req)
 }

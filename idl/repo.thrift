@@ -262,6 +262,19 @@ struct DisconnectResp {
     1: bool last
 }
 
+// Disconnect for many sockets on one gateway, applied in order: one entry per closed
+// socket (a user may repeat). last[i]: after entries 0..i, user_ids[i] has no socket
+// anywhere (what single Disconnects in that order would say), so a user repeated in
+// one batch is last at the occurrence that removed its final socket, never before.
+// At most 1000 entries.
+struct DisconnectBatchReq {
+    1: list<i64> user_ids
+    2: string gateway_id
+}
+struct DisconnectBatchResp {
+    1: list<bool> last
+}
+
 // A gateway's heartbeat: keeps the routes of its users alive (they expire otherwise,
 // so a dead gateway's users go offline by themselves).
 struct RefreshRoutesReq {
@@ -329,6 +342,7 @@ service RepoService {
     ConnectResp Connect(1: ConnectReq req)
     ConnectBatchResp ConnectBatch(1: ConnectBatchReq req)
     DisconnectResp Disconnect(1: DisconnectReq req)
+    DisconnectBatchResp DisconnectBatch(1: DisconnectBatchReq req)
     RefreshRoutesResp RefreshRoutes(1: RefreshRoutesReq req)
     GetRoutesResp GetRoutes(1: GetRoutesReq req)
 

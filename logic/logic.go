@@ -56,6 +56,7 @@ type Repo interface {
 	Connect(ctx context.Context, req *repoapi.ConnectReq, opts ...callopt.Option) (*repoapi.ConnectResp, error)
 	ConnectBatch(ctx context.Context, req *repoapi.ConnectBatchReq, opts ...callopt.Option) (*repoapi.ConnectBatchResp, error)
 	Disconnect(ctx context.Context, req *repoapi.DisconnectReq, opts ...callopt.Option) (*repoapi.DisconnectResp, error)
+	DisconnectBatch(ctx context.Context, req *repoapi.DisconnectBatchReq, opts ...callopt.Option) (*repoapi.DisconnectBatchResp, error)
 	RefreshRoutes(ctx context.Context, req *repoapi.RefreshRoutesReq, opts ...callopt.Option) (*repoapi.RefreshRoutesResp, error)
 	GetRoutes(ctx context.Context, req *repoapi.GetRoutesReq, opts ...callopt.Option) (*repoapi.GetRoutesResp, error)
 }
@@ -304,8 +305,8 @@ func (l *Logic) Auth(ctx context.Context, req *logicapi.AuthReq) (*logicapi.Auth
 	}}, nil
 }
 
-// maxBatch bounds AuthBatch's tokens and ConnectBatch's sockets: each batch is one
-// repo call, and repo takes at most 1000 ids per request.
+// maxBatch bounds AuthBatch's tokens and ConnectBatch's and DisconnectBatch's
+// sockets: each batch is one repo call, and repo takes at most 1000 ids per request.
 const maxBatch = 1000
 
 // AuthBatch is Auth for many tokens: each signature is checked here and the valid

@@ -70,6 +70,9 @@ func (d direct) IsRevokedBatch(ctx context.Context, r *repoapi.IsRevokedBatchReq
 func (d direct) ConnectBatch(ctx context.Context, r *repoapi.ConnectBatchReq, _ ...callopt.Option) (*repoapi.ConnectBatchResp, error) {
 	return d.h.ConnectBatch(ctx, r)
 }
+func (d direct) DisconnectBatch(ctx context.Context, r *repoapi.DisconnectBatchReq, _ ...callopt.Option) (*repoapi.DisconnectBatchResp, error) {
+	return d.h.DisconnectBatch(ctx, r)
+}
 func (d direct) Ping(ctx context.Context, r *repoapi.PingReq, _ ...callopt.Option) (*repoapi.PingResp, error) {
 	return d.h.Ping(ctx, r)
 }
@@ -559,5 +562,124 @@ func TestConnectBatch(t *testing.T) {
 	}
 	if _, err := e.l.ConnectBatch(ctx, &logicapi.ConnectBatchReq{UserIds: []int64{alice.Id}}); codeOf(err) != base.ErrCode_BAD_REQUEST {
 		t.Errorf("ConnectBatch without gateway err = %v, want BAD_REQUEST", err)
+	}
+}
+
+// TestDisconnectBatch: a user's last socket in a batch announces them offline once,
+// however often they repeat in it; a user still online elsewhere is not announced;
+// the batch is refused when oversized.
+func TestDisconnectBatch(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	alice, _ := e.register(t, "alice")
+	bob, _ := e.register(t, "bob")
+	carol, _ := e.register(t, "carol")
+	dave, _ := e.register(t, "dave")
+	for _, f := range []int64{alice.Id, carol.Id, dave.Id} {
+		if _, err := e.l.AddFriend(ctx, &logicapi.AddFriendReq{UserId: f, FriendId: bob.Id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	presence := make(chan pushq.Push, 20)
+	sub, err := e.bus.Subscribe(ctx, pushq.GatewayTopic("gw-b"), func(v []byte) {
+		p, err := pushq.DecodePush(v)
+		if err != nil {
+			t.Errorf("undecodable push: %v", err)
+			return
+		}
+		presence <- p
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Close() })
+	if _, err := e.l.Connect(ctx, &logicapi.ConnectReq{UserId: bob.Id, GatewayId: "gw-b"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.l.Connect(ctx, &logicapi.ConnectReq{UserId: dave.Id, GatewayId: "gw-c"}); err != nil {
+		t.Fatal(err)
+	}
+	// Alice has two sockets on gw-a, carol and dave one each (dave another on gw-c).
+	if _, err := e.l.ConnectBatch(ctx, &logicapi.ConnectBatchReq{UserIds: []int64{alice.Id, carol.Id, alice.Id, dave.Id}, GatewayId: "gw-a"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.l.DisconnectBatch(ctx, &logicapi.DisconnectBatchReq{}); err != nil {
+		t.Fatalf("empty DisconnectBatch: %v", err)
+	}
+	uids := []int64{alice.Id, carol.Id, dave.Id, alice.Id}
+	if _, err := e.l.DisconnectBatch(ctx, &logicapi.DisconnectBatchReq{UserIds: uids, GatewayId: "gw-a"}); err != nil {
+		t.Fatal(err)
+	}
+	// Dave goes offline only with his gw-c socket, after the batch.
+	if _, err := e.l.Disconnect(ctx, &logicapi.DisconnectReq{UserId: dave.Id, GatewayId: "gw-c"}); err != nil {
+		t.Fatal(err)
+	}
+	// A user's presence pushes share one FIFO shard: each sees online then offline,
+	// exactly once each.
+	want := map[int64][]bool{alice.Id: {true, false}, carol.Id: {true, false}, dave.Id: {true, false}}
+	got := map[int64][]bool{}
+	for range 6 {
+		select {
+		case p := <-presence:
+			if p.Kind != pushq.KindPresence || !slices.Equal(p.Recipients, []int64{bob.Id}) {
+				t.Fatalf("push to gw-b = %+v, want a presence push for bob", p)
+			}
+			got[p.Presence.UserID] = append(got[p.Presence.UserID], p.Presence.Online)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("presence pushes so far %v; want %v within 5s", got, want)
+		}
+	}
+	select {
+	case p := <-presence:
+		t.Fatalf("unexpected push %+v (presence %+v) after %v", p, p.Presence, got)
+	case <-time.After(100 * time.Millisecond):
+	}
+	for uid, w := range want {
+		if !slices.Equal(got[uid], w) {
+			t.Errorf("presence of user %d = %v, want %v", uid, got[uid], w)
+		}
+	}
+	if _, err := e.l.DisconnectBatch(ctx, &logicapi.DisconnectBatchReq{UserIds: make([]int64, 1001), GatewayId: "gw-a"}); codeOf(err) != base.ErrCode_BAD_REQUEST {
+		t.Errorf("DisconnectBatch(1001) err = %v, want BAD_REQUEST", err)
+	}
+	if _, err := e.l.DisconnectBatch(ctx, &logicapi.DisconnectBatchReq{UserIds: []int64{alice.Id}}); codeOf(err) != base.ErrCode_BAD_REQUEST {
+		t.Errorf("DisconnectBatch without gateway err = %v, want BAD_REQUEST", err)
+	}
+}
+
+// shortDisconnects is a repo whose DisconnectBatch answers one flag too few.
+type shortDisconnects struct{ direct }
+
+func (s shortDisconnects) DisconnectBatch(ctx context.Context, r *repoapi.DisconnectBatchReq, o ...callopt.Option) (*repoapi.DisconnectBatchResp, error) {
+	resp, err := s.direct.DisconnectBatch(ctx, r, o...)
+	if err == nil && len(resp.Last) > 0 {
+		resp.Last = resp.Last[:len(resp.Last)-1]
+	}
+	return resp, err
+}
+
+// TestDisconnectBatchWrongSize: a repo reply that does not answer every socket
+// fails the batch instead of announcing the wrong users.
+func TestDisconnectBatchWrongSize(t *testing.T) {
+	ids, _ := snowflake.NewNode(1)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := store.Open(t.Context(), store.Config{Driver: "sqlite", DSN: repotest.SQLiteDSN(t)}, ids, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	signer, _ := authtoken.New("0123456789abcdef-test", time.Hour)
+	bus := pushq.NewMemory()
+	t.Cleanup(func() { _ = bus.Close() })
+	l, err := logic.New(logic.Default(), logic.Deps{
+		Log: log, Metrics: prometheus.NewRegistry(), Repo: shortDisconnects{direct{repo.New(st, kv.NewMemory(), log)}},
+		Task: &fakeTask{}, Bus: bus, Tokens: signer,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = l.DisconnectBatch(t.Context(), &logicapi.DisconnectBatchReq{UserIds: []int64{1, 2}, GatewayId: "gw-a"})
+	if codeOf(err) != base.ErrCode_UNAVAILABLE {
+		t.Fatalf("DisconnectBatch with a short repo reply err = %v, want UNAVAILABLE", err)
 	}
 }

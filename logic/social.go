@@ -376,6 +376,32 @@ func (l *Logic) Disconnect(ctx context.Context, req *logicapi.DisconnectReq) (*l
 	return &logicapi.DisconnectResp{}, nil
 }
 
+// DisconnectBatch is Disconnect for many sockets of one gateway (a user may repeat),
+// in one repo call: every socket that was its user's last anywhere announces that
+// the user went offline, just as Disconnect does.
+func (l *Logic) DisconnectBatch(ctx context.Context, req *logicapi.DisconnectBatchReq) (*logicapi.DisconnectBatchResp, error) {
+	if len(req.UserIds) > maxBatch {
+		return nil, bizErr(base.ErrCode_BAD_REQUEST, "at most 1000 sockets at once")
+	}
+	if len(req.UserIds) == 0 {
+		return &logicapi.DisconnectBatchResp{}, nil
+	}
+	resp, err := l.repo.DisconnectBatch(ctx, &repoapi.DisconnectBatchReq{UserIds: req.UserIds, GatewayId: req.GatewayId})
+	if err != nil {
+		return nil, l.passthrough("disconnect batch", err)
+	}
+	if len(resp.Last) != len(req.UserIds) {
+		l.log.Error("repo answered a disconnect batch of the wrong size", "want", len(req.UserIds), "got", len(resp.Last))
+		return nil, bizErr(base.ErrCode_UNAVAILABLE, "service temporarily unavailable")
+	}
+	for i, last := range resp.Last {
+		if last {
+			l.fanout.enqueue(presenceJob(req.UserIds[i], false))
+		}
+	}
+	return &logicapi.DisconnectBatchResp{}, nil
+}
+
 // RefreshRoutes keeps a gateway's routes alive and, given its socket counts, exact.
 func (l *Logic) RefreshRoutes(ctx context.Context, req *logicapi.RefreshRoutesReq) (*logicapi.RefreshRoutesResp, error) {
 	if len(req.Counts) > 0 && len(req.Counts) != len(req.UserIds) {

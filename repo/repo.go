@@ -53,6 +53,7 @@ type KV interface {
 	Connect(ctx context.Context, userID int64, gatewayID string) (first bool, err error)
 	ConnectMany(ctx context.Context, userIDs []int64, gatewayID string) (first []bool, err error)
 	Disconnect(ctx context.Context, userID int64, gatewayID string) (last bool, err error)
+	DisconnectMany(ctx context.Context, userIDs []int64, gatewayID string) (last []bool, err error)
 	Refresh(ctx context.Context, gatewayID string, userIDs []int64) error
 	Sync(ctx context.Context, gatewayID string, userIDs []int64, counts []int32) error
 	JobCursor(ctx context.Context, id string) (int64, bool, error)

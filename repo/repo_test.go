@@ -312,6 +312,15 @@ func TestRoutes(t *testing.T) {
 		{"connect batch without gateway", func(ctx context.Context) error {
 			return errOf(h.ConnectBatch(ctx, &repoapi.ConnectBatchReq{UserIds: []int64{5}}))
 		}, base.ErrCode_BAD_REQUEST},
+		{"disconnect batch too many", func(ctx context.Context) error {
+			return errOf(h.DisconnectBatch(ctx, &repoapi.DisconnectBatchReq{GatewayId: "gw", UserIds: tooMany}))
+		}, base.ErrCode_BAD_REQUEST},
+		{"disconnect batch user 0", func(ctx context.Context) error {
+			return errOf(h.DisconnectBatch(ctx, &repoapi.DisconnectBatchReq{GatewayId: "gw", UserIds: []int64{5, 0}}))
+		}, base.ErrCode_BAD_REQUEST},
+		{"disconnect batch without gateway", func(ctx context.Context) error {
+			return errOf(h.DisconnectBatch(ctx, &repoapi.DisconnectBatchReq{UserIds: []int64{5}}))
+		}, base.ErrCode_BAD_REQUEST},
 	})
 }
 
@@ -334,6 +343,20 @@ func TestBatches(t *testing.T) {
 	}
 	if cb, err := h.ConnectBatch(ctx, &repoapi.ConnectBatchReq{GatewayId: "gw-a"}); err != nil || len(cb.First) != 0 {
 		t.Errorf("empty ConnectBatch = %+v, %v; want no flags", cb, err)
+	}
+
+	// Disconnects in order: user 1's second socket is its last, user 2 stays on gw-b.
+	db, err := h.DisconnectBatch(ctx, &repoapi.DisconnectBatchReq{GatewayId: "gw-a", UserIds: []int64{1, 2, 3, 1}})
+	if want := []bool{false, false, true, true}; err != nil || !slices.Equal(db.Last, want) {
+		t.Fatalf("DisconnectBatch = %+v, %v; want last %v", db, err, want)
+	}
+	routes, err = h.GetRoutes(ctx, &repoapi.GetRoutesReq{UserIds: []int64{1, 2, 3}})
+	want = map[int64][]string{2: {"gw-b"}}
+	if err != nil || !maps.EqualFunc(routes.Routes, want, slices.Equal) {
+		t.Errorf("GetRoutes after DisconnectBatch = %+v, %v; want %v", routes, err, want)
+	}
+	if db, err := h.DisconnectBatch(ctx, &repoapi.DisconnectBatchReq{GatewayId: "gw-a"}); err != nil || len(db.Last) != 0 {
+		t.Errorf("empty DisconnectBatch = %+v, %v; want no flags", db, err)
 	}
 
 	if _, err := h.RevokeToken(ctx, &repoapi.RevokeTokenReq{TokenId: "t2", ExpiresAtMs: time.Now().Add(time.Hour).UnixMilli()}); err != nil {

@@ -36,6 +36,18 @@ func (h *Handler) Disconnect(ctx context.Context, req *repoapi.DisconnectReq) (*
 	return &repoapi.DisconnectResp{Last: last}, nil
 }
 
+// DisconnectBatch records one socket fewer per entry (a user may repeat), in order.
+func (h *Handler) DisconnectBatch(ctx context.Context, req *repoapi.DisconnectBatchReq) (*repoapi.DisconnectBatchResp, error) {
+	if len(req.UserIds) > maxListIDs {
+		return nil, badRequest("too many user ids")
+	}
+	last, err := h.kv.DisconnectMany(ctx, req.UserIds, req.GatewayId)
+	if err != nil {
+		return nil, h.toWire("disconnect batch", err)
+	}
+	return &repoapi.DisconnectBatchResp{Last: last}, nil
+}
+
 // RefreshRoutes keeps a gateway's routes alive for another route TTL.
 func (h *Handler) RefreshRoutes(ctx context.Context, req *repoapi.RefreshRoutesReq) (*repoapi.RefreshRoutesResp, error) {
 	if len(req.UserIds) > maxListIDs {

@@ -1815,6 +1815,63 @@ func (p *DisconnectResp) String() string {
 
 var fieldIDToName_DisconnectResp = map[int16]string{}
 
+type DisconnectBatchReq struct {
+	UserIds   []int64 `thrift:"user_ids,1" frugal:"1,default,list<i64>" json:"user_ids"`
+	GatewayId string  `thrift:"gateway_id,2" frugal:"2,default,string" json:"gateway_id"`
+}
+
+func NewDisconnectBatchReq() *DisconnectBatchReq {
+	return &DisconnectBatchReq{}
+}
+
+func (p *DisconnectBatchReq) InitDefault() {
+}
+
+func (p *DisconnectBatchReq) GetUserIds() (v []int64) {
+	return p.UserIds
+}
+
+func (p *DisconnectBatchReq) GetGatewayId() (v string) {
+	return p.GatewayId
+}
+func (p *DisconnectBatchReq) SetUserIds(val []int64) {
+	p.UserIds = val
+}
+func (p *DisconnectBatchReq) SetGatewayId(val string) {
+	p.GatewayId = val
+}
+
+func (p *DisconnectBatchReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("DisconnectBatchReq(%+v)", *p)
+}
+
+var fieldIDToName_DisconnectBatchReq = map[int16]string{
+	1: "user_ids",
+	2: "gateway_id",
+}
+
+type DisconnectBatchResp struct {
+}
+
+func NewDisconnectBatchResp() *DisconnectBatchResp {
+	return &DisconnectBatchResp{}
+}
+
+func (p *DisconnectBatchResp) InitDefault() {
+}
+
+func (p *DisconnectBatchResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("DisconnectBatchResp(%+v)", *p)
+}
+
+var fieldIDToName_DisconnectBatchResp = map[int16]string{}
+
 type RefreshRoutesReq struct {
 	GatewayId string  `thrift:"gateway_id,1" frugal:"1,default,string" json:"gateway_id"`
 	UserIds   []int64 `thrift:"user_ids,2" frugal:"2,default,list<i64>" json:"user_ids"`
@@ -1929,6 +1986,8 @@ type LogicService interface {
 	ConnectBatch(ctx context.Context, req *ConnectBatchReq) (r *ConnectBatchResp, err error)
 
 	Disconnect(ctx context.Context, req *DisconnectReq) (r *DisconnectResp, err error)
+
+	DisconnectBatch(ctx context.Context, req *DisconnectBatchReq) (r *DisconnectBatchResp, err error)
 
 	RefreshRoutes(ctx context.Context, req *RefreshRoutesReq) (r *RefreshRoutesResp, err error)
 }
@@ -3754,6 +3813,82 @@ func (p *LogicServiceDisconnectResult) String() string {
 }
 
 var fieldIDToName_LogicServiceDisconnectResult = map[int16]string{
+	0: "success",
+}
+
+type LogicServiceDisconnectBatchArgs struct {
+	Req *DisconnectBatchReq `thrift:"req,1" frugal:"1,default,DisconnectBatchReq" json:"req"`
+}
+
+func NewLogicServiceDisconnectBatchArgs() *LogicServiceDisconnectBatchArgs {
+	return &LogicServiceDisconnectBatchArgs{}
+}
+
+func (p *LogicServiceDisconnectBatchArgs) InitDefault() {
+}
+
+var LogicServiceDisconnectBatchArgs_Req_DEFAULT *DisconnectBatchReq
+
+func (p *LogicServiceDisconnectBatchArgs) GetReq() (v *DisconnectBatchReq) {
+	if !p.IsSetReq() {
+		return LogicServiceDisconnectBatchArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *LogicServiceDisconnectBatchArgs) SetReq(val *DisconnectBatchReq) {
+	p.Req = val
+}
+
+func (p *LogicServiceDisconnectBatchArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *LogicServiceDisconnectBatchArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceDisconnectBatchArgs(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceDisconnectBatchArgs = map[int16]string{
+	1: "req",
+}
+
+type LogicServiceDisconnectBatchResult struct {
+	Success *DisconnectBatchResp `thrift:"success,0,optional" frugal:"0,optional,DisconnectBatchResp" json:"success,omitempty"`
+}
+
+func NewLogicServiceDisconnectBatchResult() *LogicServiceDisconnectBatchResult {
+	return &LogicServiceDisconnectBatchResult{}
+}
+
+func (p *LogicServiceDisconnectBatchResult) InitDefault() {
+}
+
+var LogicServiceDisconnectBatchResult_Success_DEFAULT *DisconnectBatchResp
+
+func (p *LogicServiceDisconnectBatchResult) GetSuccess() (v *DisconnectBatchResp) {
+	if !p.IsSetSuccess() {
+		return LogicServiceDisconnectBatchResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *LogicServiceDisconnectBatchResult) SetSuccess(x interface{}) {
+	p.Success = x.(*DisconnectBatchResp)
+}
+
+func (p *LogicServiceDisconnectBatchResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *LogicServiceDisconnectBatchResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceDisconnectBatchResult(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceDisconnectBatchResult = map[int16]string{
 	0: "success",
 }
 

@@ -2079,6 +2079,73 @@ var fieldIDToName_DisconnectResp = map[int16]string{
 	1: "last",
 }
 
+type DisconnectBatchReq struct {
+	UserIds   []int64 `thrift:"user_ids,1" frugal:"1,default,list<i64>" json:"user_ids"`
+	GatewayId string  `thrift:"gateway_id,2" frugal:"2,default,string" json:"gateway_id"`
+}
+
+func NewDisconnectBatchReq() *DisconnectBatchReq {
+	return &DisconnectBatchReq{}
+}
+
+func (p *DisconnectBatchReq) InitDefault() {
+}
+
+func (p *DisconnectBatchReq) GetUserIds() (v []int64) {
+	return p.UserIds
+}
+
+func (p *DisconnectBatchReq) GetGatewayId() (v string) {
+	return p.GatewayId
+}
+func (p *DisconnectBatchReq) SetUserIds(val []int64) {
+	p.UserIds = val
+}
+func (p *DisconnectBatchReq) SetGatewayId(val string) {
+	p.GatewayId = val
+}
+
+func (p *DisconnectBatchReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("DisconnectBatchReq(%+v)", *p)
+}
+
+var fieldIDToName_DisconnectBatchReq = map[int16]string{
+	1: "user_ids",
+	2: "gateway_id",
+}
+
+type DisconnectBatchResp struct {
+	Last []bool `thrift:"last,1" frugal:"1,default,list<bool>" json:"last"`
+}
+
+func NewDisconnectBatchResp() *DisconnectBatchResp {
+	return &DisconnectBatchResp{}
+}
+
+func (p *DisconnectBatchResp) InitDefault() {
+}
+
+func (p *DisconnectBatchResp) GetLast() (v []bool) {
+	return p.Last
+}
+func (p *DisconnectBatchResp) SetLast(val []bool) {
+	p.Last = val
+}
+
+func (p *DisconnectBatchResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("DisconnectBatchResp(%+v)", *p)
+}
+
+var fieldIDToName_DisconnectBatchResp = map[int16]string{
+	1: "last",
+}
+
 type RefreshRoutesReq struct {
 	GatewayId string  `thrift:"gateway_id,1" frugal:"1,default,string" json:"gateway_id"`
 	UserIds   []int64 `thrift:"user_ids,2" frugal:"2,default,list<i64>" json:"user_ids"`
@@ -2422,6 +2489,8 @@ type RepoService interface {
 	ConnectBatch(ctx context.Context, req *ConnectBatchReq) (r *ConnectBatchResp, err error)
 
 	Disconnect(ctx context.Context, req *DisconnectReq) (r *DisconnectResp, err error)
+
+	DisconnectBatch(ctx context.Context, req *DisconnectBatchReq) (r *DisconnectBatchResp, err error)
 
 	RefreshRoutes(ctx context.Context, req *RefreshRoutesReq) (r *RefreshRoutesResp, err error)
 
@@ -4253,6 +4322,82 @@ func (p *RepoServiceDisconnectResult) String() string {
 }
 
 var fieldIDToName_RepoServiceDisconnectResult = map[int16]string{
+	0: "success",
+}
+
+type RepoServiceDisconnectBatchArgs struct {
+	Req *DisconnectBatchReq `thrift:"req,1" frugal:"1,default,DisconnectBatchReq" json:"req"`
+}
+
+func NewRepoServiceDisconnectBatchArgs() *RepoServiceDisconnectBatchArgs {
+	return &RepoServiceDisconnectBatchArgs{}
+}
+
+func (p *RepoServiceDisconnectBatchArgs) InitDefault() {
+}
+
+var RepoServiceDisconnectBatchArgs_Req_DEFAULT *DisconnectBatchReq
+
+func (p *RepoServiceDisconnectBatchArgs) GetReq() (v *DisconnectBatchReq) {
+	if !p.IsSetReq() {
+		return RepoServiceDisconnectBatchArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *RepoServiceDisconnectBatchArgs) SetReq(val *DisconnectBatchReq) {
+	p.Req = val
+}
+
+func (p *RepoServiceDisconnectBatchArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *RepoServiceDisconnectBatchArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceDisconnectBatchArgs(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceDisconnectBatchArgs = map[int16]string{
+	1: "req",
+}
+
+type RepoServiceDisconnectBatchResult struct {
+	Success *DisconnectBatchResp `thrift:"success,0,optional" frugal:"0,optional,DisconnectBatchResp" json:"success,omitempty"`
+}
+
+func NewRepoServiceDisconnectBatchResult() *RepoServiceDisconnectBatchResult {
+	return &RepoServiceDisconnectBatchResult{}
+}
+
+func (p *RepoServiceDisconnectBatchResult) InitDefault() {
+}
+
+var RepoServiceDisconnectBatchResult_Success_DEFAULT *DisconnectBatchResp
+
+func (p *RepoServiceDisconnectBatchResult) GetSuccess() (v *DisconnectBatchResp) {
+	if !p.IsSetSuccess() {
+		return RepoServiceDisconnectBatchResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *RepoServiceDisconnectBatchResult) SetSuccess(x interface{}) {
+	p.Success = x.(*DisconnectBatchResp)
+}
+
+func (p *RepoServiceDisconnectBatchResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *RepoServiceDisconnectBatchResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceDisconnectBatchResult(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceDisconnectBatchResult = map[int16]string{
 	0: "success",
 }
 

@@ -58,7 +58,8 @@ func checkRefresh(gatewayID string, userIDs []int64) error {
 	return checkRoute(1, gatewayID) // the gateway id alone
 }
 
-// checkMany validates a batch of connects: the gateway id, and no user id 0.
+// checkMany validates a batch of connects or disconnects: the gateway id, and no
+// user id 0.
 func checkMany(userIDs []int64, gatewayID string) error {
 	return checkRefresh(gatewayID, userIDs) // the same rules as a refresh's
 }
@@ -161,7 +162,34 @@ func (m *Memory) Disconnect(_ context.Context, userID int64, gatewayID string) (
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	gws := m.liveRoutes(userID, m.now())
+	return m.disconnect(userID, gatewayID, m.now()), nil
+}
+
+// DisconnectMany is Disconnect for each of userIDs in order (one entry per
+// closed socket, so a user may repeat), under one lock acquisition: last[i]
+// reports that no live route of userIDs[i] is left after entries 0..i, which a
+// repeated user is at the occurrence that removed its final socket, never
+// before. An invalid entry fails the whole batch before anything changes.
+func (m *Memory) DisconnectMany(_ context.Context, userIDs []int64, gatewayID string) ([]bool, error) {
+	if err := checkMany(userIDs, gatewayID); err != nil {
+		return nil, err
+	}
+	out := make([]bool, len(userIDs))
+	if len(userIDs) == 0 {
+		return out, nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	for i, uid := range userIDs {
+		out[i] = m.disconnect(uid, gatewayID, now)
+	}
+	return out, nil
+}
+
+// disconnect counts one socket fewer and reports last. m.mu must be held.
+func (m *Memory) disconnect(userID int64, gatewayID string, now time.Time) (last bool) {
+	gws := m.liveRoutes(userID, now)
 	if r, ok := gws[gatewayID]; ok {
 		if r.sockets > 1 {
 			r.sockets--
@@ -173,7 +201,7 @@ func (m *Memory) Disconnect(_ context.Context, userID int64, gatewayID string) (
 			}
 		}
 	}
-	return len(gws) == 0, nil
+	return len(gws) == 0
 }
 
 // Refresh renews the routes of userIDs on gatewayID, recreating missing or
@@ -344,16 +372,30 @@ func (r *Redis) ConnectMany(ctx context.Context, userIDs []int64, gatewayID stri
 	if err := checkMany(userIDs, gatewayID); err != nil {
 		return nil, err
 	}
+	out, err := r.runMany(ctx, connectScript, userIDs, gatewayID, r.ttlMS())
+	if err != nil {
+		return nil, fmt.Errorf("kv: connect %d sockets on %s: %w", len(userIDs), gatewayID, err)
+	}
+	return out, nil
+}
+
+// runMany runs script once per entry of userIDs, in order, in one pipeline
+// (KEYS[1] the entry's route key, ARGV gatewayID then args) and reports for
+// each whether the script returned 1. The scripts it runs change counts, so
+// none may run twice: when the script cache was empty (a restarted or new
+// server), only the entries that found no script (and so changed nothing)
+// are sent again.
+func (r *Redis) runMany(ctx context.Context, script *redis.Script, userIDs []int64, gatewayID string, args ...any) ([]bool, error) {
 	out := make([]bool, len(userIDs))
 	if len(userIDs) == 0 {
 		return out, nil
 	}
-	ttl := r.ttlMS()
+	argv := append([]any{gatewayID}, args...)
 	cmds := make([]*redis.Cmd, len(userIDs))
 	send := func(idx []int) error {
 		_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, i := range idx {
-				cmds[i] = connectScript.EvalSha(ctx, p, []string{r.routeKey(userIDs[i])}, gatewayID, ttl)
+				cmds[i] = script.EvalSha(ctx, p, []string{r.routeKey(userIDs[i])}, argv...)
 			}
 			return nil
 		})
@@ -365,26 +407,23 @@ func (r *Redis) ConnectMany(ctx context.Context, userIDs []int64, gatewayID stri
 	}
 	err := send(all)
 	if redis.HasErrorPrefix(err, "NOSCRIPT") {
-		// The script cache is empty (a restarted or new server). Unlike a
-		// refresh, a connect must not run twice, so only the entries that
-		// found no script (and so changed nothing) are sent again.
 		var retry []int
 		for i, c := range cmds {
 			if redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
 				retry = append(retry, i)
 			}
 		}
-		if err = connectScript.Load(ctx, r.c).Err(); err == nil {
+		if err = script.Load(ctx, r.c).Err(); err == nil {
 			err = send(retry)
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("kv: connect %d sockets on %s: %w", len(userIDs), gatewayID, err)
+		return nil, err
 	}
 	for i, c := range cmds {
 		n, err := c.Int()
 		if err != nil {
-			return nil, fmt.Errorf("kv: connect user %d on %s: %w", userIDs[i], gatewayID, err)
+			return nil, fmt.Errorf("user %d: %w", userIDs[i], err)
 		}
 		out[i] = n == 1
 	}
@@ -402,6 +441,22 @@ func (r *Redis) Disconnect(ctx context.Context, userID int64, gatewayID string) 
 		return false, fmt.Errorf("kv: disconnect user %d from %s: %w", userID, gatewayID, err)
 	}
 	return n == 1, nil
+}
+
+// DisconnectMany is Disconnect for each of userIDs in order (one entry per
+// closed socket, so a user may repeat) in one round trip: the disconnect
+// script once per entry in one pipeline. Redis runs a connection's commands in
+// order, so last[i] means what a sequence of single Disconnects would have
+// said. An invalid entry fails the whole batch before anything is sent.
+func (r *Redis) DisconnectMany(ctx context.Context, userIDs []int64, gatewayID string) ([]bool, error) {
+	if err := checkMany(userIDs, gatewayID); err != nil {
+		return nil, err
+	}
+	out, err := r.runMany(ctx, disconnectScript, userIDs, gatewayID)
+	if err != nil {
+		return nil, fmt.Errorf("kv: disconnect %d sockets from %s: %w", len(userIDs), gatewayID, err)
+	}
+	return out, nil
 }
 
 // Refresh renews the routes of userIDs on gatewayID, recreating missing or

@@ -22,6 +22,7 @@ type router interface {
 	Connect(ctx context.Context, userID int64, gatewayID string) (first bool, err error)
 	ConnectMany(ctx context.Context, userIDs []int64, gatewayID string) (first []bool, err error)
 	Disconnect(ctx context.Context, userID int64, gatewayID string) (last bool, err error)
+	DisconnectMany(ctx context.Context, userIDs []int64, gatewayID string) (last []bool, err error)
 	Refresh(ctx context.Context, gatewayID string, userIDs []int64) error
 	Sync(ctx context.Context, gatewayID string, userIDs []int64, counts []int32) error
 	Routes(ctx context.Context, userIDs []int64) (map[int64][]string, error)
@@ -188,6 +189,111 @@ func TestRoutesConnectMany(t *testing.T) {
 			got, err = r.ConnectMany(ctx, []int64{4, 2}, "gw-a")
 			if err != nil || !slices.Equal(got, []bool{false, true}) {
 				t.Fatalf("second ConnectMany = %v, %v; want [false true]", got, err)
+			}
+		})
+	}
+}
+
+// TestRoutesDisconnectMany: a batch is a sequence of single Disconnects — a
+// user repeated in it is last only once its final socket goes, a user with a
+// route on another gateway is never last — and it leaves the same routes
+// behind.
+func TestRoutesDisconnectMany(t *testing.T) {
+	for _, impl := range routeImpls(t, time.Hour) {
+		t.Run(impl.name, func(t *testing.T) {
+			r := impl.r
+			ctx := t.Context()
+			if got, err := r.DisconnectMany(ctx, nil, "gw-a"); err != nil || len(got) != 0 {
+				t.Fatalf("DisconnectMany(empty) = %v, %v; want empty", got, err)
+			}
+			// User 1 has two sockets on gw-a, 2 one, 3 one on gw-a and one on gw-b.
+			if _, err := r.ConnectMany(ctx, []int64{1, 2, 1, 3}, "gw-a"); err != nil {
+				t.Fatal(err)
+			}
+			mustConnect(t, r, 3, "gw-b", false)
+			uids := []int64{1, 3, 2, 1}
+			got, err := r.DisconnectMany(ctx, uids, "gw-a")
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []bool{false, false, true, true}
+			if !slices.Equal(got, want) {
+				t.Fatalf("DisconnectMany(%v) = %v, want %v", uids, got, want)
+			}
+			wantRoutes(t, r, 1)
+			wantRoutes(t, r, 2)
+			wantRoutes(t, r, 3, "gw-b")
+			// A user whose sockets on gw-a are all gone but who is still on gw-b
+			// stays online, however often gw-a reports it.
+			got, err = r.DisconnectMany(ctx, []int64{3, 3}, "gw-a")
+			if err != nil || !slices.Equal(got, []bool{false, false}) {
+				t.Fatalf("DisconnectMany([3 3]) on gw-a = %v, %v; want [false false]", got, err)
+			}
+			wantRoutes(t, r, 3, "gw-b")
+			// An invalid batch changes nothing.
+			mustConnect(t, r, 5, "gw-a", true)
+			if _, err := r.DisconnectMany(ctx, []int64{5, 0}, "gw-a"); !errors.Is(err, kv.ErrInvalid) {
+				t.Fatalf("DisconnectMany([5 0]) err = %v, want ErrInvalid", err)
+			}
+			wantRoutes(t, r, 5, "gw-a")
+		})
+	}
+}
+
+// TestRoutesDisconnectManyAgrees: a batch answers, flag for flag, what single
+// Disconnects in the same order answer on the same routes (over-disconnects and
+// users online elsewhere included), and leaves the same routes behind.
+func TestRoutesDisconnectManyAgrees(t *testing.T) {
+	for _, impl := range routeImpls(t, time.Hour) {
+		t.Run(impl.name, func(t *testing.T) {
+			r := impl.r
+			ctx := t.Context()
+			// Two copies of the same routes: users 100+k for the batch, 200+k
+			// for the single calls. User k has k%3 sockets on gw-a, and k%2
+			// on gw-b.
+			const users = 8
+			for _, base := range []int64{100, 200} {
+				for k := range int64(users) {
+					for range k % 3 {
+						if _, err := r.Connect(ctx, base+k, "gw-a"); err != nil {
+							t.Fatal(err)
+						}
+					}
+					if k%2 == 1 {
+						if _, err := r.Connect(ctx, base+k, "gw-b"); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+			}
+			var seq []int64 // offsets 0..users-1, each several times
+			x := uint32(7)
+			for range 40 {
+				x = x*1103515245 + 12345
+				seq = append(seq, int64(x>>16)%users)
+			}
+			batch := make([]int64, len(seq))
+			for i, k := range seq {
+				batch[i] = 100 + k
+			}
+			got, err := r.DisconnectMany(ctx, batch, "gw-a")
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := make([]bool, len(seq))
+			for i, k := range seq {
+				if want[i], err = r.Disconnect(ctx, 200+k, "gw-a"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("DisconnectMany(%v) = %v; single Disconnects said %v", batch, got, want)
+			}
+			for k := range int64(users) {
+				a, b := mustRoutes(t, r, 100+k)[100+k], mustRoutes(t, r, 200+k)[200+k]
+				if !slices.Equal(a, b) {
+					t.Errorf("user offset %d: routes after the batch %v, after single calls %v", k, a, b)
+				}
 			}
 		})
 	}
@@ -425,6 +531,9 @@ func TestRoutesInvalid(t *testing.T) {
 				{"refresh user 0", r.Refresh(ctx, "gw", []int64{1, 0})},
 				{"connect many user 0", second(r.ConnectMany(ctx, []int64{1, 0}, "gw"))}, // nothing applied: 1 stays offline
 				{"connect many empty gateway", second(r.ConnectMany(ctx, []int64{1}, ""))},
+				{"disconnect many user 0", second(r.DisconnectMany(ctx, []int64{1, 0}, "gw"))},
+				{"disconnect many empty gateway", second(r.DisconnectMany(ctx, []int64{1}, ""))},
+				{"disconnect many long gateway", second(r.DisconnectMany(ctx, []int64{1}, long))},
 			}
 			for _, c := range checks {
 				if !errors.Is(c.err, kv.ErrInvalid) {
@@ -543,6 +652,13 @@ func TestRedisRoutesSurviveScriptFlush(t *testing.T) {
 				t.Fatalf("ConnectMany after SCRIPT FLUSH = %v, %v; want [true false false]", got, err)
 			}
 		},
+		func() {
+			// Nor may disconnects: user 1 has two sockets, user 3 two.
+			got, err := r.DisconnectMany(ctx, []int64{3, 1, 3}, "gw")
+			if err != nil || !slices.Equal(got, []bool{false, false, true}) {
+				t.Fatalf("DisconnectMany after SCRIPT FLUSH = %v, %v; want [false false true]", got, err)
+			}
+		},
 	} {
 		if err := c.ScriptFlush(ctx).Err(); err != nil {
 			t.Fatalf("SCRIPT FLUSH: %v", err)
@@ -550,6 +666,6 @@ func TestRedisRoutesSurviveScriptFlush(t *testing.T) {
 		step()
 	}
 	wantRoutes(t, r, 1, "gw")
-	mustDisconnect(t, r, 3, "gw", false)
-	mustDisconnect(t, r, 3, "gw", true)
+	wantRoutes(t, r, 3)
+	mustDisconnect(t, r, 1, "gw", true)
 }

@@ -36,6 +36,7 @@ type Client interface {
 	Connect(ctx context.Context, req *logicapi.ConnectReq, callOptions ...callopt.Option) (r *logicapi.ConnectResp, err error)
 	ConnectBatch(ctx context.Context, req *logicapi.ConnectBatchReq, callOptions ...callopt.Option) (r *logicapi.ConnectBatchResp, err error)
 	Disconnect(ctx context.Context, req *logicapi.DisconnectReq, callOptions ...callopt.Option) (r *logicapi.DisconnectResp, err error)
+	DisconnectBatch(ctx context.Context, req *logicapi.DisconnectBatchReq, callOptions ...callopt.Option) (r *logicapi.DisconnectBatchResp, err error)
 	RefreshRoutes(ctx context.Context, req *logicapi.RefreshRoutesReq, callOptions ...callopt.Option) (r *logicapi.RefreshRoutesResp, err error)
 }
 
@@ -186,6 +187,11 @@ func (p *kLogicServiceClient) ConnectBatch(ctx context.Context, req *logicapi.Co
 func (p *kLogicServiceClient) Disconnect(ctx context.Context, req *logicapi.DisconnectReq, callOptions ...callopt.Option) (r *logicapi.DisconnectResp, err error) {
 	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
 	return p.kClient.Disconnect(ctx, req)
+}
+
+func (p *kLogicServiceClient) DisconnectBatch(ctx context.Context, req *logicapi.DisconnectBatchReq, callOptions ...callopt.Option) (r *logicapi.DisconnectBatchResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.DisconnectBatch(ctx, req)
 }
 
 func (p *kLogicServiceClient) RefreshRoutes(ctx context.Context, req *logicapi.RefreshRoutesReq, callOptions ...callopt.Option) (r *logicapi.RefreshRoutesResp, err error) {

@@ -182,6 +182,13 @@ var serviceMethods = map[string]kitex.MethodInfo{
 		false,
 		kitex.WithStreamingMode(kitex.StreamingNone),
 	),
+	"DisconnectBatch": kitex.NewMethodInfo(
+		disconnectBatchHandler,
+		newLogicServiceDisconnectBatchArgs,
+		newLogicServiceDisconnectBatchResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
 	"RefreshRoutes": kitex.NewMethodInfo(
 		refreshRoutesHandler,
 		newLogicServiceRefreshRoutesArgs,
@@ -687,6 +694,24 @@ func newLogicServiceDisconnectResult() interface{} {
 	return logicapi.NewLogicServiceDisconnectResult()
 }
 
+func disconnectBatchHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*logicapi.LogicServiceDisconnectBatchArgs)
+	realResult := result.(*logicapi.LogicServiceDisconnectBatchResult)
+	success, err := handler.(logicapi.LogicService).DisconnectBatch(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newLogicServiceDisconnectBatchArgs() interface{} {
+	return logicapi.NewLogicServiceDisconnectBatchArgs()
+}
+
+func newLogicServiceDisconnectBatchResult() interface{} {
+	return logicapi.NewLogicServiceDisconnectBatchResult()
+}
+
 func refreshRoutesHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
 	realArg := arg.(*logicapi.LogicServiceRefreshRoutesArgs)
 	realResult := result.(*logicapi.LogicServiceRefreshRoutesResult)
@@ -950,6 +975,16 @@ func (p *kClient) Disconnect(ctx context.Context, req *logicapi.DisconnectReq) (
 	_args.Req = req
 	var _result logicapi.LogicServiceDisconnectResult
 	if err = p.c.Call(ctx, "Disconnect", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) DisconnectBatch(ctx context.Context, req *logicapi.DisconnectBatchReq) (r *logicapi.DisconnectBatchResp, err error) {
+	var _args logicapi.LogicServiceDisconnectBatchArgs
+	_args.Req = req
+	var _result logicapi.LogicServiceDisconnectBatchResult
+	if err = p.c.Call(ctx, "DisconnectBatch", &_args, &_result); err != nil {
 		return
 	}
 	return _result.GetSuccess(), nil

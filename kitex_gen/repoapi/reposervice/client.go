@@ -35,6 +35,7 @@ type Client interface {
 	Connect(ctx context.Context, req *repoapi.ConnectReq, callOptions ...callopt.Option) (r *repoapi.ConnectResp, err error)
 	ConnectBatch(ctx context.Context, req *repoapi.ConnectBatchReq, callOptions ...callopt.Option) (r *repoapi.ConnectBatchResp, err error)
 	Disconnect(ctx context.Context, req *repoapi.DisconnectReq, callOptions ...callopt.Option) (r *repoapi.DisconnectResp, err error)
+	DisconnectBatch(ctx context.Context, req *repoapi.DisconnectBatchReq, callOptions ...callopt.Option) (r *repoapi.DisconnectBatchResp, err error)
 	RefreshRoutes(ctx context.Context, req *repoapi.RefreshRoutesReq, callOptions ...callopt.Option) (r *repoapi.RefreshRoutesResp, err error)
 	GetRoutes(ctx context.Context, req *repoapi.GetRoutesReq, callOptions ...callopt.Option) (r *repoapi.GetRoutesResp, err error)
 	GetJobCursor(ctx context.Context, req *repoapi.GetJobCursorReq, callOptions ...callopt.Option) (r *repoapi.GetJobCursorResp, err error)
@@ -188,6 +189,11 @@ func (p *kRepoServiceClient) ConnectBatch(ctx context.Context, req *repoapi.Conn
 func (p *kRepoServiceClient) Disconnect(ctx context.Context, req *repoapi.DisconnectReq, callOptions ...callopt.Option) (r *repoapi.DisconnectResp, err error) {
 	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
 	return p.kClient.Disconnect(ctx, req)
+}
+
+func (p *kRepoServiceClient) DisconnectBatch(ctx context.Context, req *repoapi.DisconnectBatchReq, callOptions ...callopt.Option) (r *repoapi.DisconnectBatchResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.DisconnectBatch(ctx, req)
 }
 
 func (p *kRepoServiceClient) RefreshRoutes(ctx context.Context, req *repoapi.RefreshRoutesReq, callOptions ...callopt.Option) (r *repoapi.RefreshRoutesResp, err error) {

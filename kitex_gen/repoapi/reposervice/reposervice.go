@@ -181,6 +181,13 @@ var serviceMethods = map[string]kitex.MethodInfo{
 		false,
 		kitex.WithStreamingMode(kitex.StreamingNone),
 	),
+	"DisconnectBatch": kitex.NewMethodInfo(
+		disconnectBatchHandler,
+		newRepoServiceDisconnectBatchArgs,
+		newRepoServiceDisconnectBatchResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
 	"RefreshRoutes": kitex.NewMethodInfo(
 		refreshRoutesHandler,
 		newRepoServiceRefreshRoutesArgs,
@@ -707,6 +714,24 @@ func newRepoServiceDisconnectResult() interface{} {
 	return repoapi.NewRepoServiceDisconnectResult()
 }
 
+func disconnectBatchHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*repoapi.RepoServiceDisconnectBatchArgs)
+	realResult := result.(*repoapi.RepoServiceDisconnectBatchResult)
+	success, err := handler.(repoapi.RepoService).DisconnectBatch(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newRepoServiceDisconnectBatchArgs() interface{} {
+	return repoapi.NewRepoServiceDisconnectBatchArgs()
+}
+
+func newRepoServiceDisconnectBatchResult() interface{} {
+	return repoapi.NewRepoServiceDisconnectBatchResult()
+}
+
 func refreshRoutesHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
 	realArg := arg.(*repoapi.RepoServiceRefreshRoutesArgs)
 	realResult := result.(*repoapi.RepoServiceRefreshRoutesResult)
@@ -1024,6 +1049,16 @@ func (p *kClient) Disconnect(ctx context.Context, req *repoapi.DisconnectReq) (r
 	_args.Req = req
 	var _result repoapi.RepoServiceDisconnectResult
 	if err = p.c.Call(ctx, "Disconnect", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) DisconnectBatch(ctx context.Context, req *repoapi.DisconnectBatchReq) (r *repoapi.DisconnectBatchResp, err error) {
+	var _args repoapi.RepoServiceDisconnectBatchArgs
+	_args.Req = req
+	var _result repoapi.RepoServiceDisconnectBatchResult
+	if err = p.c.Call(ctx, "DisconnectBatch", &_args, &_result); err != nil {
 		return
 	}
 	return _result.GetSuccess(), nil
