@@ -230,6 +230,15 @@ struct ListPeersResp {
     1: list<i64> user_ids
 }
 
+// ListPeers for many users in one query: the presence changes of a connect storm.
+// peers[u] lists u's peers ascending; users without peers are absent. At most 1000.
+struct ListPeersBatchReq {
+    1: list<i64> user_ids
+}
+struct ListPeersBatchResp {
+    1: map<i64, list<i64>> peers
+}
+
 // ---- routes and presence (volatile state) ----
 
 // One more socket of user on gateway. first: the user had no socket anywhere before.
@@ -338,6 +347,7 @@ service RepoService {
     AddMembersResp AddMembers(1: AddMembersReq req)
     RemoveMemberResp RemoveMember(1: RemoveMemberReq req)
     ListPeersResp ListPeers(1: ListPeersReq req)
+    ListPeersBatchResp ListPeersBatch(1: ListPeersBatchReq req)
 
     ConnectResp Connect(1: ConnectReq req)
     ConnectBatchResp ConnectBatch(1: ConnectBatchReq req)

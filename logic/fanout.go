@@ -241,17 +241,23 @@ func (f *fanout) retrying(op func(ctx context.Context) error) error {
 func (f *fanout) doBatch(batch []pushJob) {
 	recipients := make([][]int64, len(batch))
 	skip := make([]bool, len(batch))
+	peers, peersErr := f.presencePeers(batch)
 	var union []int64
 	for i, j := range batch {
 		if j.msg != nil && j.msg.ConversationId == WorldID {
 			continue
 		}
 		var large bool
-		err := f.retrying(func(ctx context.Context) error {
-			var err error
-			recipients[i], large, err = f.recipients(ctx, j)
-			return err
-		})
+		var err error
+		if j.msg == nil {
+			recipients[i], err = peers[j.presence.UserID], peersErr
+		} else {
+			err = f.retrying(func(ctx context.Context) error {
+				var err error
+				recipients[i], large, err = f.members(ctx, j.msg.ConversationId)
+				return err
+			})
+		}
 		switch {
 		case err != nil:
 			f.drop(j, "recipients unavailable", err)
@@ -322,17 +328,28 @@ type batchPublisher interface {
 	PublishMany(ctx context.Context, recs []pushq.Record) (errs []error)
 }
 
-// recipients resolves who a job is for: a conversation's members (or large), or the
-// friends and 1:1 peers of a user whose presence changed.
-func (f *fanout) recipients(ctx context.Context, j pushJob) ([]int64, bool, error) {
-	if j.msg == nil {
-		resp, err := f.repo.ListPeers(ctx, &repoapi.ListPeersReq{UserId: j.presence.UserID})
-		if err != nil {
-			return nil, false, err
+// presencePeers looks up, in one call, the friends and 1:1 peers of every user whose
+// presence changed in batch (a connect storm announces thousands of users a second;
+// a query each was the push path's limit then).
+func (f *fanout) presencePeers(batch []pushJob) (map[int64][]int64, error) {
+	var users []int64
+	for _, j := range batch {
+		if j.msg == nil {
+			users = append(users, j.presence.UserID)
 		}
-		return resp.UserIds, false, nil
 	}
-	return f.members(ctx, j.msg.ConversationId)
+	if len(users) == 0 {
+		return nil, nil
+	}
+	var peers map[int64][]int64
+	err := f.retrying(func(ctx context.Context) error {
+		resp, err := f.repo.ListPeersBatch(ctx, &repoapi.ListPeersBatchReq{UserIds: users})
+		if err == nil {
+			peers = resp.Peers
+		}
+		return err
+	})
+	return peers, err
 }
 
 // handToTask publishes a large group's message as a fan-out job: too many members to

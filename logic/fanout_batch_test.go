@@ -22,9 +22,25 @@ type countingRepo struct {
 	members map[string][]int64
 	routes  map[int64][]string
 
+	peers map[int64][]int64
+
 	mu          sync.Mutex
 	listMembers map[string]int
 	getRoutes   [][]int64
+	listPeers   [][]int64
+}
+
+func (r *countingRepo) ListPeersBatch(_ context.Context, req *repoapi.ListPeersBatchReq, _ ...callopt.Option) (*repoapi.ListPeersBatchResp, error) {
+	r.mu.Lock()
+	r.listPeers = append(r.listPeers, slices.Clone(req.UserIds))
+	r.mu.Unlock()
+	resp := &repoapi.ListPeersBatchResp{Peers: map[int64][]int64{}}
+	for _, id := range req.UserIds {
+		if p, ok := r.peers[id]; ok {
+			resp.Peers[id] = p
+		}
+	}
+	return resp, nil
 }
 
 func (r *countingRepo) ListMembers(_ context.Context, req *repoapi.ListMembersReq, _ ...callopt.Option) (*repoapi.ListMembersResp, error) {
@@ -129,5 +145,45 @@ func TestDoBatchOneRouteLookup(t *testing.T) {
 	}
 	if len(repo.getRoutes) != 2 {
 		t.Fatalf("GetRoutes calls %d, want one per batch", len(repo.getRoutes))
+	}
+}
+
+// Presence changes of one batch cost one peers lookup and one route lookup; each
+// user's gateways get a presence record for exactly that user's peers.
+func TestDoBatchPresenceOneLookup(t *testing.T) {
+	repo := &countingRepo{
+		peers:       map[int64][]int64{10: {1, 2}, 11: {2}},
+		routes:      map[int64][]string{1: {"gw-a"}, 2: {"gw-b"}},
+		listMembers: map[string]int{},
+	}
+	pub := &capturePub{topics: map[string][]pushq.Push{}}
+	f, err := newFanout(Default(), repo, pub, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.doBatch([]pushJob{presenceJob(10, true), presenceJob(11, true), presenceJob(12, false)})
+	if len(repo.listPeers) != 1 || !slices.Equal(repo.listPeers[0], []int64{10, 11, 12}) {
+		t.Fatalf("ListPeersBatch calls %v, want one for [10 11 12]", repo.listPeers)
+	}
+	if len(repo.getRoutes) != 1 {
+		t.Fatalf("GetRoutes calls %v, want one", repo.getRoutes)
+	}
+	type rec struct {
+		user int64
+		to   []int64
+	}
+	for topic, want := range map[string][]rec{
+		pushq.GatewayTopic("gw-a"): {{10, []int64{1}}},
+		pushq.GatewayTopic("gw-b"): {{10, []int64{2}}, {11, []int64{2}}},
+	} {
+		got := pub.topics[topic]
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d records, want %d", topic, len(got), len(want))
+		}
+		for i, w := range want {
+			if got[i].Kind != pushq.KindPresence || got[i].Presence.UserID != w.user || !slices.Equal(got[i].Recipients, w.to) {
+				t.Fatalf("%s record %d = %+v, want presence of %d to %v", topic, i, got[i], w.user, w.to)
+			}
+		}
 	}
 }

@@ -53,6 +53,7 @@ type Repo interface {
 	AddMembers(ctx context.Context, req *repoapi.AddMembersReq, opts ...callopt.Option) (*repoapi.AddMembersResp, error)
 	RemoveMember(ctx context.Context, req *repoapi.RemoveMemberReq, opts ...callopt.Option) (*repoapi.RemoveMemberResp, error)
 	ListPeers(ctx context.Context, req *repoapi.ListPeersReq, opts ...callopt.Option) (*repoapi.ListPeersResp, error)
+	ListPeersBatch(ctx context.Context, req *repoapi.ListPeersBatchReq, opts ...callopt.Option) (*repoapi.ListPeersBatchResp, error)
 	Connect(ctx context.Context, req *repoapi.ConnectReq, opts ...callopt.Option) (*repoapi.ConnectResp, error)
 	ConnectBatch(ctx context.Context, req *repoapi.ConnectBatchReq, opts ...callopt.Option) (*repoapi.ConnectBatchResp, error)
 	Disconnect(ctx context.Context, req *repoapi.DisconnectReq, opts ...callopt.Option) (*repoapi.DisconnectResp, error)

@@ -104,6 +104,10 @@ func (d direct) RemoveMember(ctx context.Context, r *repoapi.RemoveMemberReq, _ 
 func (d direct) ListPeers(ctx context.Context, r *repoapi.ListPeersReq, _ ...callopt.Option) (*repoapi.ListPeersResp, error) {
 	return d.h.ListPeers(ctx, r)
 }
+
+func (d direct) ListPeersBatch(ctx context.Context, r *repoapi.ListPeersBatchReq, _ ...callopt.Option) (*repoapi.ListPeersBatchResp, error) {
+	return d.h.ListPeersBatch(ctx, r)
+}
 func (d direct) Connect(ctx context.Context, r *repoapi.ConnectReq, _ ...callopt.Option) (*repoapi.ConnectResp, error) {
 	return d.h.Connect(ctx, r)
 }

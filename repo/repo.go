@@ -42,6 +42,7 @@ type Store interface {
 	AddMembers(ctx context.Context, convID string, userIDs []int64) (added []int64, conv store.Conversation, err error)
 	RemoveMember(ctx context.Context, convID string, userID int64) (removed bool, conv store.Conversation, err error)
 	Peers(ctx context.Context, userID int64) ([]int64, error)
+	PeersMany(ctx context.Context, userIDs []int64) (map[int64][]int64, error)
 }
 
 // KV is the volatile state; *kv.Memory and *kv.Redis satisfy it.

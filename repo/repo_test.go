@@ -373,7 +373,14 @@ func TestBatches(t *testing.T) {
 		{"is revoked batch too many", func(ctx context.Context) error {
 			return errOf(h.IsRevokedBatch(ctx, &repoapi.IsRevokedBatchReq{TokenIds: make([]string, 1001)}))
 		}, base.ErrCode_BAD_REQUEST},
+		{"list peers batch too many", func(ctx context.Context) error {
+			return errOf(h.ListPeersBatch(ctx, &repoapi.ListPeersBatchReq{UserIds: make([]int64, 1001)}))
+		}, base.ErrCode_BAD_REQUEST},
 	})
+	// Users without peers are absent (the store's own tests cover who is a peer).
+	if lp, err := h.ListPeersBatch(ctx, &repoapi.ListPeersBatchReq{UserIds: []int64{1, 2}}); err != nil || len(lp.Peers) != 0 {
+		t.Errorf("ListPeersBatch of users without peers = %+v, %v; want none", lp, err)
+	}
 }
 
 // TestInternalErrors: a failure the caller cannot act on is INTERNAL, without

@@ -127,6 +127,18 @@ func (h *Handler) RemoveMember(ctx context.Context, req *repoapi.RemoveMemberReq
 	return &repoapi.RemoveMemberResp{Removed: removed, Conversation: conversationToWire(c)}, nil
 }
 
+// ListPeersBatch is ListPeers for many users in one query.
+func (h *Handler) ListPeersBatch(ctx context.Context, req *repoapi.ListPeersBatchReq) (*repoapi.ListPeersBatchResp, error) {
+	if len(req.UserIds) > maxListIDs {
+		return nil, badRequest("too many user ids")
+	}
+	peers, err := h.store.PeersMany(ctx, req.UserIds)
+	if err != nil {
+		return nil, h.toWire("list peers batch", err)
+	}
+	return &repoapi.ListPeersBatchResp{Peers: peers}, nil
+}
+
 // ListPeers returns who sees a user's presence: friends and 1:1 peers.
 func (h *Handler) ListPeers(ctx context.Context, req *repoapi.ListPeersReq) (*repoapi.ListPeersResp, error) {
 	ids, err := h.store.Peers(ctx, req.UserId)

@@ -1878,6 +1878,64 @@ var fieldIDToName_ListPeersResp = map[int16]string{
 	1: "user_ids",
 }
 
+type ListPeersBatchReq struct {
+	UserIds []int64 `thrift:"user_ids,1" frugal:"1,default,list<i64>" json:"user_ids"`
+}
+
+func NewListPeersBatchReq() *ListPeersBatchReq {
+	return &ListPeersBatchReq{}
+}
+
+func (p *ListPeersBatchReq) InitDefault() {
+}
+
+func (p *ListPeersBatchReq) GetUserIds() (v []int64) {
+	return p.UserIds
+}
+func (p *ListPeersBatchReq) SetUserIds(val []int64) {
+	p.UserIds = val
+}
+
+func (p *ListPeersBatchReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("ListPeersBatchReq(%+v)", *p)
+}
+
+var fieldIDToName_ListPeersBatchReq = map[int16]string{
+	1: "user_ids",
+}
+
+type ListPeersBatchResp struct {
+	Peers map[int64][]int64 `thrift:"peers,1" frugal:"1,default,map<i64:list<i64>>" json:"peers"`
+}
+
+func NewListPeersBatchResp() *ListPeersBatchResp {
+	return &ListPeersBatchResp{}
+}
+
+func (p *ListPeersBatchResp) InitDefault() {
+}
+
+func (p *ListPeersBatchResp) GetPeers() (v map[int64][]int64) {
+	return p.Peers
+}
+func (p *ListPeersBatchResp) SetPeers(val map[int64][]int64) {
+	p.Peers = val
+}
+
+func (p *ListPeersBatchResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("ListPeersBatchResp(%+v)", *p)
+}
+
+var fieldIDToName_ListPeersBatchResp = map[int16]string{
+	1: "peers",
+}
+
 type ConnectReq struct {
 	UserId    int64  `thrift:"user_id,1" frugal:"1,default,i64" json:"user_id"`
 	GatewayId string `thrift:"gateway_id,2" frugal:"2,default,string" json:"gateway_id"`
@@ -2483,6 +2541,8 @@ type RepoService interface {
 	RemoveMember(ctx context.Context, req *RemoveMemberReq) (r *RemoveMemberResp, err error)
 
 	ListPeers(ctx context.Context, req *ListPeersReq) (r *ListPeersResp, err error)
+
+	ListPeersBatch(ctx context.Context, req *ListPeersBatchReq) (r *ListPeersBatchResp, err error)
 
 	Connect(ctx context.Context, req *ConnectReq) (r *ConnectResp, err error)
 
@@ -4094,6 +4154,82 @@ func (p *RepoServiceListPeersResult) String() string {
 }
 
 var fieldIDToName_RepoServiceListPeersResult = map[int16]string{
+	0: "success",
+}
+
+type RepoServiceListPeersBatchArgs struct {
+	Req *ListPeersBatchReq `thrift:"req,1" frugal:"1,default,ListPeersBatchReq" json:"req"`
+}
+
+func NewRepoServiceListPeersBatchArgs() *RepoServiceListPeersBatchArgs {
+	return &RepoServiceListPeersBatchArgs{}
+}
+
+func (p *RepoServiceListPeersBatchArgs) InitDefault() {
+}
+
+var RepoServiceListPeersBatchArgs_Req_DEFAULT *ListPeersBatchReq
+
+func (p *RepoServiceListPeersBatchArgs) GetReq() (v *ListPeersBatchReq) {
+	if !p.IsSetReq() {
+		return RepoServiceListPeersBatchArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *RepoServiceListPeersBatchArgs) SetReq(val *ListPeersBatchReq) {
+	p.Req = val
+}
+
+func (p *RepoServiceListPeersBatchArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *RepoServiceListPeersBatchArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceListPeersBatchArgs(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceListPeersBatchArgs = map[int16]string{
+	1: "req",
+}
+
+type RepoServiceListPeersBatchResult struct {
+	Success *ListPeersBatchResp `thrift:"success,0,optional" frugal:"0,optional,ListPeersBatchResp" json:"success,omitempty"`
+}
+
+func NewRepoServiceListPeersBatchResult() *RepoServiceListPeersBatchResult {
+	return &RepoServiceListPeersBatchResult{}
+}
+
+func (p *RepoServiceListPeersBatchResult) InitDefault() {
+}
+
+var RepoServiceListPeersBatchResult_Success_DEFAULT *ListPeersBatchResp
+
+func (p *RepoServiceListPeersBatchResult) GetSuccess() (v *ListPeersBatchResp) {
+	if !p.IsSetSuccess() {
+		return RepoServiceListPeersBatchResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *RepoServiceListPeersBatchResult) SetSuccess(x interface{}) {
+	p.Success = x.(*ListPeersBatchResp)
+}
+
+func (p *RepoServiceListPeersBatchResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *RepoServiceListPeersBatchResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceListPeersBatchResult(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceListPeersBatchResult = map[int16]string{
 	0: "success",
 }
 

@@ -32,6 +32,7 @@ type Client interface {
 	AddMembers(ctx context.Context, req *repoapi.AddMembersReq, callOptions ...callopt.Option) (r *repoapi.AddMembersResp, err error)
 	RemoveMember(ctx context.Context, req *repoapi.RemoveMemberReq, callOptions ...callopt.Option) (r *repoapi.RemoveMemberResp, err error)
 	ListPeers(ctx context.Context, req *repoapi.ListPeersReq, callOptions ...callopt.Option) (r *repoapi.ListPeersResp, err error)
+	ListPeersBatch(ctx context.Context, req *repoapi.ListPeersBatchReq, callOptions ...callopt.Option) (r *repoapi.ListPeersBatchResp, err error)
 	Connect(ctx context.Context, req *repoapi.ConnectReq, callOptions ...callopt.Option) (r *repoapi.ConnectResp, err error)
 	ConnectBatch(ctx context.Context, req *repoapi.ConnectBatchReq, callOptions ...callopt.Option) (r *repoapi.ConnectBatchResp, err error)
 	Disconnect(ctx context.Context, req *repoapi.DisconnectReq, callOptions ...callopt.Option) (r *repoapi.DisconnectResp, err error)
@@ -174,6 +175,11 @@ func (p *kRepoServiceClient) RemoveMember(ctx context.Context, req *repoapi.Remo
 func (p *kRepoServiceClient) ListPeers(ctx context.Context, req *repoapi.ListPeersReq, callOptions ...callopt.Option) (r *repoapi.ListPeersResp, err error) {
 	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
 	return p.kClient.ListPeers(ctx, req)
+}
+
+func (p *kRepoServiceClient) ListPeersBatch(ctx context.Context, req *repoapi.ListPeersBatchReq, callOptions ...callopt.Option) (r *repoapi.ListPeersBatchResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.ListPeersBatch(ctx, req)
 }
 
 func (p *kRepoServiceClient) Connect(ctx context.Context, req *repoapi.ConnectReq, callOptions ...callopt.Option) (r *repoapi.ConnectResp, err error) {

@@ -160,6 +160,13 @@ var serviceMethods = map[string]kitex.MethodInfo{
 		false,
 		kitex.WithStreamingMode(kitex.StreamingNone),
 	),
+	"ListPeersBatch": kitex.NewMethodInfo(
+		listPeersBatchHandler,
+		newRepoServiceListPeersBatchArgs,
+		newRepoServiceListPeersBatchResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
 	"Connect": kitex.NewMethodInfo(
 		connectHandler,
 		newRepoServiceConnectArgs,
@@ -660,6 +667,24 @@ func newRepoServiceListPeersResult() interface{} {
 	return repoapi.NewRepoServiceListPeersResult()
 }
 
+func listPeersBatchHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*repoapi.RepoServiceListPeersBatchArgs)
+	realResult := result.(*repoapi.RepoServiceListPeersBatchResult)
+	success, err := handler.(repoapi.RepoService).ListPeersBatch(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newRepoServiceListPeersBatchArgs() interface{} {
+	return repoapi.NewRepoServiceListPeersBatchArgs()
+}
+
+func newRepoServiceListPeersBatchResult() interface{} {
+	return repoapi.NewRepoServiceListPeersBatchResult()
+}
+
 func connectHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
 	realArg := arg.(*repoapi.RepoServiceConnectArgs)
 	realResult := result.(*repoapi.RepoServiceConnectResult)
@@ -1019,6 +1044,16 @@ func (p *kClient) ListPeers(ctx context.Context, req *repoapi.ListPeersReq) (r *
 	_args.Req = req
 	var _result repoapi.RepoServiceListPeersResult
 	if err = p.c.Call(ctx, "ListPeers", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) ListPeersBatch(ctx context.Context, req *repoapi.ListPeersBatchReq) (r *repoapi.ListPeersBatchResp, err error) {
+	var _args repoapi.RepoServiceListPeersBatchArgs
+	_args.Req = req
+	var _result repoapi.RepoServiceListPeersBatchResult
+	if err = p.c.Call(ctx, "ListPeersBatch", &_args, &_result); err != nil {
 		return
 	}
 	return _result.GetSuccess(), nil
