@@ -14,11 +14,12 @@ import (
 // An idle gateway sends every request at once in a batch of one (no added latency);
 // a loaded one sends batches that grow with the backlog, up to maxBatch.
 
-// Defaults for the gateway's batchers: up to authWorkers (connectWorkers) batch
-// calls in flight, each carrying up to batchMax sockets.
+// Defaults for the gateway's batchers: up to authWorkers (connectWorkers,
+// sendWorkers) batch calls in flight, each carrying up to batchMax sockets (sends).
 const (
 	authWorkers    = 4
 	connectWorkers = 4
+	sendWorkers    = 4
 	batchMax       = 256
 )
 

@@ -42,6 +42,7 @@ type Logic interface {
 	ListMessages(ctx context.Context, req *logicapi.ListMessagesReq, opts ...callopt.Option) (*logicapi.ListMessagesResp, error)
 	MarkRead(ctx context.Context, req *logicapi.MarkReadReq, opts ...callopt.Option) (*logicapi.MarkReadResp, error)
 	Send(ctx context.Context, req *logicapi.SendReq, opts ...callopt.Option) (*logicapi.SendResp, error)
+	SendBatch(ctx context.Context, req *logicapi.SendBatchReq, opts ...callopt.Option) (*logicapi.SendBatchResp, error)
 	GetUserByName(ctx context.Context, req *logicapi.GetUserByNameReq, opts ...callopt.Option) (*logicapi.GetUserResp, error)
 	OnlineStatus(ctx context.Context, req *logicapi.OnlineStatusReq, opts ...callopt.Option) (*logicapi.OnlineStatusResp, error)
 	ListFriends(ctx context.Context, req *logicapi.ListFriendsReq, opts ...callopt.Option) (*logicapi.ListFriendsResp, error)
@@ -96,6 +97,11 @@ type Gateway struct {
 	connect    *batcher[int64, struct{}]               // user id of a socket opened here
 	disconnect *batcher[int64, struct{}]               // user id of a socket closed here
 
+	// WebSocket sends go through this one: under load many sockets' messages
+	// become one logic.SendBatch (and one repo.AppendBatch behind it) instead of
+	// two calls per message. A socket still has at most one send in flight.
+	send *batcher[*logicapi.SendReq, *logicapi.SendOutcome]
+
 	ready    chan struct{} // closed when the listener is up and the push subscription is live
 	addr     atomic.Pointer[net.TCPAddr]
 	draining atomic.Bool // set at shutdown: /readyz answers 503
@@ -135,6 +141,7 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 	g.auth = newBatcher(authWorkers, batchMax, g.authBatch)
 	g.connect = newBatcher(connectWorkers, batchMax, g.connectBatch)
 	g.disconnect = newBatcher(connectWorkers, batchMax, g.disconnectBatch)
+	g.send = newBatcher(sendWorkers, batchMax, g.sendBatch)
 	m, err := newMetrics(d.Metrics, g)
 	if err != nil {
 		return nil, err
@@ -205,10 +212,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.auth.start()
 	g.connect.start()
 	g.disconnect.start()
+	g.send.start()
 	defer func() {
 		g.auth.close()
 		g.connect.close()
 		g.disconnect.close()
+		g.send.close()
 	}()
 
 	h := server.New(
@@ -281,6 +290,17 @@ func (g *Gateway) disconnectBatch(ctx context.Context, userIDs []int64) ([]struc
 		return nil, err
 	}
 	return make([]struct{}, len(userIDs)), nil
+}
+
+// sendBatch is the send batcher's call: one logic.SendBatch for the messages.
+func (g *Gateway) sendBatch(ctx context.Context, reqs []*logicapi.SendReq) ([]*logicapi.SendOutcome, error) {
+	cctx, cancel := g.callCtx(ctx)
+	defer cancel()
+	resp, err := g.logic.SendBatch(cctx, &logicapi.SendBatchReq{Items: reqs})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Results, nil
 }
 
 // refreshRoutes keeps this gateway's routes alive (they expire otherwise, which is

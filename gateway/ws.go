@@ -15,6 +15,7 @@ import (
 	"github.com/gochat/gochat/gateway/internal/wsnet"
 	"github.com/gochat/gochat/kitex_gen/base"
 	"github.com/gochat/gochat/kitex_gen/logicapi"
+	"github.com/gochat/gochat/kitex_gen/repoapi"
 	"github.com/gochat/gochat/logic/pushq"
 )
 
@@ -174,17 +175,16 @@ func (g *Gateway) onSend(c *wsnet.Conn, s *session, raw json.RawMessage) {
 		g.writeError(c, base.ErrCode_INVALID_CONVERSATION.String(), "conversationId is required", tempID)
 	default:
 		ctx, cancel := g.callCtx(context.Background())
-		resp, err := g.logic.Send(ctx, &logicapi.SendReq{
+		m, err := sendOutcome(g.send.Do(ctx, &logicapi.SendReq{
 			UserId: s.userID, ConversationId: d.ConversationID, Content: *d.Content, Type: typ,
 			ClientMsgId: wire.IdempotencyKey(tempID), OriginConn: s.origin,
-		})
+		}))
 		cancel()
 		if err != nil {
 			ae := g.classify("send", err)
 			g.writeError(c, ae.code, ae.msg, tempID)
 			break
 		}
-		m := resp.Message
 		g.write(c, "message-ack", wire.Ack{
 			TempMessageID: tempID, ClientMsgID: tempID, MessageID: wire.ID(m.Id), ConversationID: m.ConversationId,
 			SeqID: m.Seq, SendTime: wire.Time(m.CreatedAtMs),
@@ -193,6 +193,23 @@ func (g *Gateway) onSend(c *wsnet.Conn, s *session, raw json.RawMessage) {
 		return
 	}
 	g.m.sendErr.Observe(time.Since(start).Seconds())
+}
+
+// sendOutcome turns the send batcher's answer into what the single logic.Send
+// returns: the stored message, or an error (the batch call's own, or the biz status
+// error this message's Send would have failed with).
+func sendOutcome(res *logicapi.SendOutcome, err error) (*repoapi.Message, error) {
+	switch {
+	case err != nil:
+		return nil, err
+	case res == nil:
+		return nil, errors.New("logic answered a send with no result")
+	case res.ErrorCode != base.ErrCode_OK:
+		return nil, kerrors.NewBizStatusError(int32(res.ErrorCode), res.Message)
+	case res.Resp == nil || res.Resp.Message == nil:
+		return nil, errors.New("logic answered a send without a message")
+	}
+	return res.Resp.Message, nil
 }
 
 func (g *Gateway) onSync(c *wsnet.Conn, s *session, raw json.RawMessage) {

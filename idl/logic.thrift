@@ -124,6 +124,24 @@ struct SendResp {
     2: bool duplicate
 }
 
+// Send for many messages at once (a gateway's send backlog): each item is checked as
+// Send checks it, and the accepted ones are stored in one repo call. Items may target
+// different conversations and come from different senders. A failed item is its own
+// result; only a failed repo call fails the batch. At most 1000 items.
+struct SendBatchReq {
+    1: list<SendReq> items
+}
+// One item's answer: resp, or the code and message the single Send fails with.
+// OK means resp is set.
+struct SendOutcome {
+    1: optional SendResp resp
+    2: base.ErrCode error_code
+    3: string message
+}
+struct SendBatchResp {
+    1: list<SendOutcome> results // results[i] answers items[i]
+}
+
 // ---- users, friends, conversations, groups ----
 
 struct GetUserByNameReq {
@@ -249,6 +267,7 @@ service LogicService {
     ListMessagesResp ListMessages(1: ListMessagesReq req)
     MarkReadResp MarkRead(1: MarkReadReq req)
     SendResp Send(1: SendReq req)
+    SendBatchResp SendBatch(1: SendBatchReq req)
 
     GetUserResp GetUserByName(1: GetUserByNameReq req)
     OnlineStatusResp OnlineStatus(1: OnlineStatusReq req)

@@ -2,6 +2,8 @@
 // Times are unix milliseconds; ids are snowflakes.
 namespace go repoapi
 
+include "base.thrift"
+
 struct User {
     1: i64 id
     2: string username
@@ -67,6 +69,25 @@ struct AppendResp {
     1: Message message
     // true when (sender_id, client_msg_id) was already stored: message is that stored row.
     2: bool duplicate
+}
+
+// Append for many messages at once (a logic's send backlog): they join one group
+// commit, so each conversation's seqs stay gap-free across the batch. A message's
+// failure is its own result; a client_msg_id repeated within the batch or already
+// stored is a duplicate, as with single Appends. At most 1000 messages.
+struct AppendBatchReq {
+    1: list<Message> messages
+}
+// One message's answer: resp, or the code and message the single Append fails with
+// (NOT_FOUND for a missing conversation, BAD_REQUEST for an invalid message). OK
+// means resp is set.
+struct AppendOutcome {
+    1: optional AppendResp resp
+    2: base.ErrCode error_code
+    3: string message
+}
+struct AppendBatchResp {
+    1: list<AppendOutcome> results // results[i] answers messages[i]
 }
 
 // Messages of one conversation with from_seq <= seq <= to_seq, ascending by seq.
@@ -330,6 +351,7 @@ service RepoService {
     GetUserByNameResp GetUserByName(1: GetUserByNameReq req)
     GetUsersResp GetUsers(1: GetUsersReq req)
     AppendResp Append(1: AppendReq req)
+    AppendBatchResp AppendBatch(1: AppendBatchReq req)
     ListMessagesResp ListMessages(1: ListMessagesReq req)
     GetConversationResp GetConversation(1: GetConversationReq req)
     ListUserConversationsResp ListUserConversations(1: ListUserConversationsReq req)

@@ -5,7 +5,11 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/cloudwego/kitex/pkg/kerrors"
 
 	"github.com/gochat/gochat/kitex_gen/base"
 	"github.com/gochat/gochat/kitex_gen/logicapi"
@@ -177,6 +181,20 @@ const maxClientMsgID = 64
 // message id and assigns the seq), then queue the fan-out and return for the ack.
 func (l *Logic) Send(ctx context.Context, req *logicapi.SendReq) (*logicapi.SendResp, error) {
 	start := time.Now()
+	m, err := l.prepareSend(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := l.repo.Append(ctx, &repoapi.AppendReq{Message: m})
+	if err != nil {
+		return nil, l.passthrough("append", err)
+	}
+	return l.finishSend(start, req, resp), nil
+}
+
+// prepareSend is Send's check: the message's own rules, the sender's membership and
+// name. It returns the message to append, or the error Send fails with.
+func (l *Logic) prepareSend(ctx context.Context, req *logicapi.SendReq) (*repoapi.Message, error) {
 	if req.Type < typeText || req.Type > typeFile {
 		return nil, bizErr(base.ErrCode_INVALID_MESSAGE_TYPE, "type must be text, image or file")
 	}
@@ -208,17 +226,131 @@ func (l *Logic) Send(ctx context.Context, req *logicapi.SendReq) (*logicapi.Send
 	if err != nil {
 		return nil, err
 	}
-	resp, err := l.repo.Append(ctx, &repoapi.AppendReq{Message: &repoapi.Message{
+	return &repoapi.Message{
 		ConversationId: req.ConversationId, SenderId: req.UserId, SenderName: name,
 		Type: req.Type, Content: req.Content, ClientMsgId: req.ClientMsgId,
-	}})
-	if err != nil {
-		return nil, l.passthrough("append", err)
-	}
+	}, nil
+}
+
+// finishSend follows a stored message (start: when the send began): it queues the
+// fan-out and returns the ack.
+func (l *Logic) finishSend(start time.Time, req *logicapi.SendReq, resp *repoapi.AppendResp) *logicapi.SendResp {
 	l.sendSeconds.Observe(sinceSeconds(start))
 	// A duplicate is pushed again too: the first attempt may have been stored by a
 	// logic that died before publishing. Gateways drop a delivery they already made
 	// (same message, same recipient), so a resend still reaches each user once.
 	l.fanout.enqueue(messageJob(resp.Message, req.OriginConn))
-	return &logicapi.SendResp{Message: resp.Message, Duplicate: resp.Duplicate}, nil
+	return &logicapi.SendResp{Message: resp.Message, Duplicate: resp.Duplicate}
+}
+
+// prepareWorkers bounds how many of a SendBatch's items are checked at once (a check
+// may call repo for membership or the sender's name).
+const prepareWorkers = 16
+
+// SendBatch is Send for many messages (a gateway's send backlog): each item is checked
+// as Send checks it, and the accepted ones are stored in one repo.AppendBatch, then
+// fanned out as Send does. An item's failure is its own outcome, with the code and
+// message Send would have failed with; a failed AppendBatch call fails the batch.
+func (l *Logic) SendBatch(ctx context.Context, req *logicapi.SendBatchReq) (*logicapi.SendBatchResp, error) {
+	start := time.Now()
+	if len(req.Items) > maxBatch {
+		return nil, bizErr(base.ErrCode_BAD_REQUEST, "at most 1000 messages at once")
+	}
+	results := make([]*logicapi.SendOutcome, len(req.Items))
+	msgs := make([]*repoapi.Message, len(req.Items))
+	var next atomic.Int64
+	prepare := func() {
+		for {
+			i := int(next.Add(1) - 1)
+			if i >= len(req.Items) {
+				return
+			}
+			if req.Items[i] == nil {
+				results[i] = &logicapi.SendOutcome{ErrorCode: base.ErrCode_BAD_REQUEST, Message: "message required"}
+				continue
+			}
+			m, err := l.prepareSend(ctx, req.Items[i])
+			if err != nil {
+				results[i] = l.sendFailure("prepare send", err)
+				continue
+			}
+			msgs[i] = m
+		}
+	}
+	// This goroutine is one of the workers: a batch of one needs no other.
+	var wg sync.WaitGroup
+	for range min(prepareWorkers, len(req.Items)) - 1 {
+		wg.Go(prepare)
+	}
+	prepare()
+	wg.Wait()
+
+	accepted := make([]int, 0, len(req.Items)) // indexes of the items to append
+	batch := make([]*repoapi.Message, 0, len(req.Items))
+	for i, m := range msgs {
+		if m != nil {
+			accepted = append(accepted, i)
+			batch = append(batch, m)
+		}
+	}
+	if len(batch) == 0 {
+		return &logicapi.SendBatchResp{Results: results}, nil
+	}
+	resp, err := l.repo.AppendBatch(ctx, &repoapi.AppendBatchReq{Messages: batch})
+	if err != nil {
+		return nil, l.passthrough("append batch", err)
+	}
+	if len(resp.Results) != len(batch) {
+		l.log.Error("repo answered an append batch of the wrong size", "want", len(batch), "got", len(resp.Results))
+		return nil, bizErr(base.ErrCode_UNAVAILABLE, "service temporarily unavailable")
+	}
+	stored := make([]int, 0, len(accepted)) // indexes of the items stored (or found stored)
+	appended := make([]*repoapi.AppendResp, len(req.Items))
+	for k, i := range accepted {
+		switch r := resp.Results[k]; {
+		case r == nil || (r.ErrorCode == base.ErrCode_OK && (r.Resp == nil || r.Resp.Message == nil)):
+			l.log.Error("repo answered an append without a message", "conversation", batch[k].ConversationId)
+			results[i] = &logicapi.SendOutcome{ErrorCode: base.ErrCode_UNAVAILABLE, Message: "service temporarily unavailable"}
+		case r.ErrorCode != base.ErrCode_OK:
+			// What Send's passthrough returns for repo's biz error: the error itself.
+			results[i] = &logicapi.SendOutcome{ErrorCode: r.ErrorCode, Message: r.Message}
+		default:
+			stored = append(stored, i)
+			appended[i] = r.Resp
+		}
+	}
+	// The batch's appends returned together, but a conversation's items need not be
+	// in seq order in the batch: queue their pushes by seq, as single sends returning
+	// one by one would have, and a message's first store before its duplicates (the
+	// first push's origin is the socket the gateways skip).
+	slices.SortStableFunc(stored, func(a, b int) int {
+		ra, rb := appended[a], appended[b]
+		return cmp.Or(cmp.Compare(ra.Message.Seq, rb.Message.Seq), compareBool(ra.Duplicate, rb.Duplicate))
+	})
+	for _, i := range stored {
+		results[i] = &logicapi.SendOutcome{Resp: l.finishSend(start, req.Items[i], appended[i])}
+	}
+	return &logicapi.SendBatchResp{Results: results}, nil
+}
+
+// compareBool orders false before true.
+func compareBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	default:
+		return -1
+	}
+}
+
+// sendFailure is the outcome of an item whose Send would have failed with err. Send's
+// errors are biz status errors (passthrough turned anything else into UNAVAILABLE).
+func (l *Logic) sendFailure(op string, err error) *logicapi.SendOutcome {
+	if bse, ok := kerrors.FromBizStatusError(err); ok && bse.BizStatusCode() != int32(base.ErrCode_OK) {
+		return &logicapi.SendOutcome{ErrorCode: base.ErrCode(bse.BizStatusCode()), Message: bse.BizMessage()}
+	}
+	l.log.Error("send failed", "op", op, "err", err)
+	return &logicapi.SendOutcome{ErrorCode: base.ErrCode_UNAVAILABLE, Message: "service temporarily unavailable"}
 }

@@ -36,6 +36,7 @@ type Repo interface {
 	GetUserByName(ctx context.Context, req *repoapi.GetUserByNameReq, opts ...callopt.Option) (*repoapi.GetUserByNameResp, error)
 	GetUsers(ctx context.Context, req *repoapi.GetUsersReq, opts ...callopt.Option) (*repoapi.GetUsersResp, error)
 	Append(ctx context.Context, req *repoapi.AppendReq, opts ...callopt.Option) (*repoapi.AppendResp, error)
+	AppendBatch(ctx context.Context, req *repoapi.AppendBatchReq, opts ...callopt.Option) (*repoapi.AppendBatchResp, error)
 	ListMessages(ctx context.Context, req *repoapi.ListMessagesReq, opts ...callopt.Option) (*repoapi.ListMessagesResp, error)
 	GetConversation(ctx context.Context, req *repoapi.GetConversationReq, opts ...callopt.Option) (*repoapi.GetConversationResp, error)
 	ListUserConversations(ctx context.Context, req *repoapi.ListUserConversationsReq, opts ...callopt.Option) (*repoapi.ListUserConversationsResp, error)
@@ -306,8 +307,9 @@ func (l *Logic) Auth(ctx context.Context, req *logicapi.AuthReq) (*logicapi.Auth
 	}}, nil
 }
 
-// maxBatch bounds AuthBatch's tokens and ConnectBatch's and DisconnectBatch's
-// sockets: each batch is one repo call, and repo takes at most 1000 ids per request.
+// maxBatch bounds AuthBatch's tokens, ConnectBatch's and DisconnectBatch's sockets
+// and SendBatch's messages: each batch is one repo call, and repo takes at most 1000
+// ids (messages) per request.
 const maxBatch = 1000
 
 // AuthBatch is Auth for many tokens: each signature is checked here and the valid

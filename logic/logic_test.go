@@ -46,6 +46,9 @@ func (d direct) GetUsers(ctx context.Context, r *repoapi.GetUsersReq, _ ...callo
 func (d direct) Append(ctx context.Context, r *repoapi.AppendReq, _ ...callopt.Option) (*repoapi.AppendResp, error) {
 	return d.h.Append(ctx, r)
 }
+func (d direct) AppendBatch(ctx context.Context, r *repoapi.AppendBatchReq, _ ...callopt.Option) (*repoapi.AppendBatchResp, error) {
+	return d.h.AppendBatch(ctx, r)
+}
 func (d direct) ListMessages(ctx context.Context, r *repoapi.ListMessagesReq, _ ...callopt.Option) (*repoapi.ListMessagesResp, error) {
 	return d.h.ListMessages(ctx, r)
 }
@@ -685,5 +688,190 @@ func TestDisconnectBatchWrongSize(t *testing.T) {
 	_, err = l.DisconnectBatch(t.Context(), &logicapi.DisconnectBatchReq{UserIds: []int64{1, 2}, GatewayId: "gw-a"})
 	if codeOf(err) != base.ErrCode_UNAVAILABLE {
 		t.Fatalf("DisconnectBatch with a short repo reply err = %v, want UNAVAILABLE", err)
+	}
+}
+
+// TestSendBatch: each item gets what Send answers for it, from one AppendBatch, and
+// the stored items are pushed as single sends would push them (a resend too), each
+// conversation's pushes in seq order.
+func TestSendBatch(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	alice, _ := e.register(t, "alice")
+	bob, _ := e.register(t, "bob")
+	carol, _ := e.register(t, "carol")
+	view, err := e.l.AddFriend(ctx, &logicapi.AddFriendReq{UserId: alice.Id, FriendId: bob.Id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	single := view.Conversation.Id
+	gwB := make(chan pushq.Push, 100)
+	sub, err := e.bus.Subscribe(ctx, pushq.GatewayTopic("gw-b"), func(v []byte) {
+		p, err := pushq.DecodePush(v)
+		if err != nil {
+			t.Errorf("undecodable push: %v", err)
+			return
+		}
+		if p.Kind == pushq.KindMessage {
+			gwB <- p
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Close() })
+	if _, err := e.l.Connect(ctx, &logicapi.ConnectReq{UserId: bob.Id, GatewayId: "gw-b"}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := e.l.Send(ctx, &logicapi.SendReq{UserId: alice.Id, ConversationId: "world", Content: "hello", Type: 1, ClientMsgId: "t-1", OriginConn: "gw/1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := <-e.pushes; p.Message.ID != first.Message.Id {
+		t.Fatalf("push of the first send = %+v", p)
+	}
+
+	if empty, err := e.l.SendBatch(ctx, &logicapi.SendBatchReq{}); err != nil || len(empty.Results) != 0 {
+		t.Fatalf("SendBatch(empty) = %+v, %v", empty, err)
+	}
+	items := []*logicapi.SendReq{
+		0: {UserId: alice.Id, ConversationId: "world", Content: "w1", Type: 1, ClientMsgId: "t-2", OriginConn: "gw/1"},
+		1: {UserId: alice.Id, ConversationId: "world", Content: strings.Repeat("x", 4097), Type: 1, ClientMsgId: "t-3"},
+		2: {UserId: carol.Id, ConversationId: single, Content: "let me in", Type: 1, ClientMsgId: "c-1"},
+		3: {UserId: alice.Id, ConversationId: "world", Content: "hello", Type: 1, ClientMsgId: "t-1", OriginConn: "gw/1"}, // resend
+		4: {UserId: alice.Id, ConversationId: single, Content: "hi bob", Type: 1, ClientMsgId: "t-4", OriginConn: "gw/1"},
+		5: {UserId: bob.Id, ConversationId: "group_123", Content: "anyone?", Type: 1},
+		6: {UserId: bob.Id, ConversationId: "world", Content: "w2", Type: 1, ClientMsgId: "b-1", OriginConn: "gw-b/7"},
+		7: {UserId: alice.Id, ConversationId: "world", Content: "w3", Type: 1, ClientMsgId: "t-5", OriginConn: "gw/1"},
+	}
+	resp, err := e.l.SendBatch(ctx, &logicapi.SendBatchReq{Items: items})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Results) != len(items) {
+		t.Fatalf("%d results for %d items", len(resp.Results), len(items))
+	}
+	failed := map[int]base.ErrCode{1: base.ErrCode_CONTENT_TOO_LONG, 2: base.ErrCode_NOT_MEMBER, 5: base.ErrCode_CONVERSATION_NOT_FOUND}
+	for i, r := range resp.Results {
+		if want, ok := failed[i]; ok {
+			_, serr := e.l.Send(ctx, items[i])
+			if r.Resp != nil || r.ErrorCode != want || codeOf(serr) != r.ErrorCode || messageOf(serr) != r.Message {
+				t.Errorf("result %d = %+v; Send said %v", i, r, serr)
+			}
+			continue
+		}
+		if r.ErrorCode != base.ErrCode_OK || r.Resp == nil || r.Resp.Message == nil {
+			t.Fatalf("result %d = %+v, want a message", i, r)
+		}
+		m := r.Resp.Message
+		if m.ConversationId != items[i].ConversationId || m.SenderId != items[i].UserId || m.Content != items[i].Content ||
+			m.ClientMsgId != items[i].ClientMsgId || r.Resp.Duplicate != (i == 3) {
+			t.Errorf("result %d = %+v dup=%v, for %+v", i, m, r.Resp.Duplicate, items[i])
+		}
+	}
+	if r := resp.Results[3].Resp; r.Message.Id != first.Message.Id || r.Message.Seq != first.Message.Seq {
+		t.Errorf("resend = %+v, want the first message %+v", r.Message, first.Message)
+	}
+	if m := resp.Results[4].Resp.Message; m.SenderName != "alice" || m.Seq != 1 {
+		t.Errorf("1:1 message = %+v, want seq 1 from alice", m)
+	}
+
+	// World: the resend and three new messages, in seq order; the 1:1 message goes
+	// to bob's gateway. Nothing else.
+	wantWorld := map[int64]int{ // message id -> item
+		first.Message.Id: 3, resp.Results[0].Resp.Message.Id: 0, resp.Results[6].Resp.Message.Id: 6, resp.Results[7].Resp.Message.Id: 7,
+	}
+	var lastSeq int64
+	for range len(wantWorld) {
+		select {
+		case p := <-e.pushes:
+			i, ok := wantWorld[p.Message.ID]
+			if !ok || p.OriginConn != items[i].OriginConn || p.Message.Seq < lastSeq {
+				t.Fatalf("world push %+v (message %+v) after seq %d", p, p.Message, lastSeq)
+			}
+			delete(wantWorld, p.Message.ID)
+			lastSeq = p.Message.Seq
+		case <-time.After(5 * time.Second):
+			t.Fatalf("world pushes missing for %v", wantWorld)
+		}
+	}
+	select {
+	case p := <-gwB:
+		if p.Message.ID != resp.Results[4].Resp.Message.Id || p.OriginConn != "gw/1" || !slices.Equal(p.Recipients, []int64{bob.Id}) {
+			t.Fatalf("push to gw-b = %+v (message %+v), want the 1:1 message for bob", p, p.Message)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no push of the 1:1 message")
+	}
+	select {
+	case p := <-e.pushes:
+		t.Fatalf("unexpected world push %+v", p.Message)
+	case p := <-gwB:
+		t.Fatalf("unexpected push to gw-b %+v", p.Message)
+	case <-time.After(100 * time.Millisecond):
+	}
+
+	// The stored items answered as Send answers a resend of them now.
+	for _, i := range []int{0, 3, 4, 6, 7} {
+		again, err := e.l.Send(ctx, items[i])
+		if err != nil || !again.Duplicate || again.Message.Id != resp.Results[i].Resp.Message.Id || again.Message.Seq != resp.Results[i].Resp.Message.Seq {
+			t.Errorf("Send of item %d again = %+v, %v; batch said %+v", i, again, err, resp.Results[i].Resp)
+		}
+	}
+	if _, err := e.l.SendBatch(ctx, &logicapi.SendBatchReq{Items: make([]*logicapi.SendReq, 1001)}); codeOf(err) != base.ErrCode_BAD_REQUEST {
+		t.Errorf("SendBatch(1001) err = %v, want BAD_REQUEST", err)
+	}
+}
+
+// failingAppends is a repo whose AppendBatch call fails (or answers short).
+type failingAppends struct {
+	direct
+	short bool
+}
+
+func (f failingAppends) AppendBatch(ctx context.Context, r *repoapi.AppendBatchReq, o ...callopt.Option) (*repoapi.AppendBatchResp, error) {
+	if !f.short {
+		return nil, errors.New("connection reset")
+	}
+	resp, err := f.direct.AppendBatch(ctx, r, o...)
+	if err == nil && len(resp.Results) > 0 {
+		resp.Results = resp.Results[:len(resp.Results)-1]
+	}
+	return resp, err
+}
+
+// TestSendBatchRepoFailure: a failed AppendBatch call (or a reply that does not
+// answer every message) fails the whole batch as Send's failed Append does.
+func TestSendBatchRepoFailure(t *testing.T) {
+	for _, short := range []bool{false, true} {
+		ids, _ := snowflake.NewNode(1)
+		log := slog.New(slog.NewTextHandler(io.Discard, nil))
+		st, err := store.Open(t.Context(), store.Config{Driver: "sqlite", DSN: repotest.SQLiteDSN(t)}, ids, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		signer, _ := authtoken.New("0123456789abcdef-test", time.Hour)
+		bus := pushq.NewMemory()
+		t.Cleanup(func() { _ = bus.Close() })
+		h := repo.New(st, kv.NewMemory(), log)
+		u, err := h.CreateUser(t.Context(), &repoapi.CreateUserReq{Username: "alice", PasswordHash: "x"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := logic.New(logic.Default(), logic.Deps{
+			Log: log, Metrics: prometheus.NewRegistry(), Repo: failingAppends{direct{h}, short},
+			Task: &fakeTask{}, Bus: bus, Tokens: signer,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = l.SendBatch(t.Context(), &logicapi.SendBatchReq{Items: []*logicapi.SendReq{
+			{UserId: u.User.Id, ConversationId: "world", Content: "hi", Type: 1},
+			{UserId: u.User.Id, ConversationId: "world", Content: "", Type: 1},
+		}})
+		if codeOf(err) != base.ErrCode_UNAVAILABLE {
+			t.Errorf("SendBatch with a failing repo (short=%v) err = %v, want UNAVAILABLE", short, err)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/cloudwego/kitex/pkg/kerrors"
@@ -168,6 +169,50 @@ func (h *Handler) Append(ctx context.Context, req *repoapi.AppendReq) (*repoapi.
 		return nil, h.toWire("append", err)
 	}
 	return &repoapi.AppendResp{Message: messageToWire(stored), Duplicate: dup}, nil
+}
+
+// AppendBatch is Append for many messages: each message's Append runs in its own
+// goroutine, so they all join the store's group commit (one transaction, or a few
+// when the batch outgrows the store's batch size) instead of committing one after
+// the other. A message's failure is its own outcome, with the code and message the
+// single Append would have answered; the batch as a whole fails only when oversized.
+func (h *Handler) AppendBatch(ctx context.Context, req *repoapi.AppendBatchReq) (*repoapi.AppendBatchResp, error) {
+	if len(req.Messages) > maxListIDs {
+		return nil, badRequest("at most 1000 messages at once")
+	}
+	results := make([]*repoapi.AppendOutcome, len(req.Messages))
+	appendOne := func(i int) {
+		if m := req.Messages[i]; m == nil {
+			results[i] = &repoapi.AppendOutcome{ErrorCode: base.ErrCode_BAD_REQUEST, Message: "message required"}
+		} else {
+			results[i] = appendOutcome(h.Append(ctx, &repoapi.AppendReq{Message: m}))
+		}
+	}
+	if len(req.Messages) == 0 {
+		return &repoapi.AppendBatchResp{Results: results}, nil
+	}
+	// The first message is appended on this goroutine, the others on their own.
+	// A batch of one (an idle logic's) is then exactly a single Append: when it leads
+	// its group commit it answers as soon as the commit is done, not after a wake-up.
+	var wg sync.WaitGroup
+	for i := 1; i < len(req.Messages); i++ {
+		wg.Go(func() { appendOne(i) })
+	}
+	appendOne(0)
+	wg.Wait()
+	return &repoapi.AppendBatchResp{Results: results}, nil
+}
+
+// appendOutcome turns Append's answer into a batch outcome. Append's errors went
+// through toWire (which logged anything unexpected), so they are biz status errors.
+func appendOutcome(resp *repoapi.AppendResp, err error) *repoapi.AppendOutcome {
+	if err == nil {
+		return &repoapi.AppendOutcome{Resp: resp}
+	}
+	if bse, ok := kerrors.FromBizStatusError(err); ok && bse.BizStatusCode() != int32(base.ErrCode_OK) {
+		return &repoapi.AppendOutcome{ErrorCode: base.ErrCode(bse.BizStatusCode()), Message: bse.BizMessage()}
+	}
+	return &repoapi.AppendOutcome{ErrorCode: base.ErrCode_INTERNAL, Message: "internal error"}
 }
 
 // ListMessages returns a seq range of one conversation, ascending.

@@ -402,4 +402,111 @@ func TestInternalErrors(t *testing.T) {
 	if be, ok := kerrors.FromBizStatusError(err); !ok || strings.Contains(be.BizMessage(), "store") {
 		t.Errorf("internal error = %v; want a biz status without internals", err)
 	}
+	// In a batch the failure is the message's own outcome.
+	ab, err := h.AppendBatch(t.Context(), &repoapi.AppendBatchReq{Messages: []*repoapi.Message{
+		{ConversationId: "world", SenderId: 1, SenderName: "x", Type: 1, Content: "hi"},
+	}})
+	if err != nil || len(ab.Results) != 1 || ab.Results[0].ErrorCode != base.ErrCode_INTERNAL ||
+		ab.Results[0].Message != "internal error" || ab.Results[0].Resp != nil {
+		t.Errorf("AppendBatch on a closed store = %+v, %v; want an INTERNAL outcome", ab, err)
+	}
+}
+
+// TestAppendBatch: every message gets what its single Append would have answered,
+// in order; the batch's messages join one group commit and each conversation's
+// seqs stay gap-free across it.
+func TestAppendBatch(t *testing.T) {
+	h, _ := newHandler(t)
+	ctx := t.Context()
+	alice, bob := createUser(t, h, "alice"), createUser(t, h, "bob")
+	if _, err := h.AddFriend(ctx, &repoapi.AddFriendReq{UserId: alice, FriendId: bob, ConversationId: "single_ab"}); err != nil {
+		t.Fatal(err)
+	}
+	pre, err := h.Append(ctx, &repoapi.AppendReq{Message: &repoapi.Message{
+		ConversationId: "world", SenderId: alice, SenderName: "alice", Type: 1, Content: "before", ClientMsgId: "pre",
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := func(conv string, sender int64, content, cid string) *repoapi.Message {
+		return &repoapi.Message{ConversationId: conv, SenderId: sender, SenderName: "x", Type: 1, Content: content, ClientMsgId: cid}
+	}
+	msgs := []*repoapi.Message{
+		0: msg("world", alice, "w1", "a1"),
+		1: msg("single_ab", alice, "s1", "a2"),
+		2: msg("world", bob, "w2", ""),
+		3: nil,
+		4: msg("single_zz", alice, "nowhere", "a3"),
+		5: msg("world", alice, "w1 again", "a1"), // repeats item 0's client message id
+		6: msg("world", alice, "resent", "pre"),  // already stored
+		7: msg("single_ab", bob, "s2", "b1"),
+		8: msg("world", bob, "w3", "b2"),
+		9: msg("", bob, "no conversation", "b3"),
+	}
+	resp, err := h.AppendBatch(ctx, &repoapi.AppendBatchReq{Messages: msgs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Results) != len(msgs) {
+		t.Fatalf("%d results for %d messages", len(resp.Results), len(msgs))
+	}
+	failed := map[int]base.ErrCode{3: base.ErrCode_BAD_REQUEST, 4: base.ErrCode_NOT_FOUND, 9: base.ErrCode_BAD_REQUEST}
+	seqs := map[string][]int64{}
+	for i, r := range resp.Results {
+		if want, ok := failed[i]; ok {
+			if r.Resp != nil || r.ErrorCode != want || r.Message == "" {
+				t.Errorf("result %d = %+v, want %s", i, r, want)
+			}
+			if msgs[i] != nil {
+				// The code and message the single Append answers.
+				_, serr := h.Append(ctx, &repoapi.AppendReq{Message: msgs[i]})
+				if be, ok := kerrors.FromBizStatusError(serr); !ok || be.BizStatusCode() != int32(r.ErrorCode) || be.BizMessage() != r.Message {
+					t.Errorf("result %d = %+v; single Append said %v", i, r, serr)
+				}
+			}
+			continue
+		}
+		if r.ErrorCode != base.ErrCode_OK || r.Resp == nil || r.Resp.Message == nil {
+			t.Fatalf("result %d = %+v, want a stored message", i, r)
+		}
+		m := r.Resp.Message
+		if m.ConversationId != msgs[i].ConversationId || m.SenderId != msgs[i].SenderId || m.ClientMsgId != msgs[i].ClientMsgId {
+			t.Errorf("result %d answers %+v, not %+v", i, m, msgs[i])
+		}
+		if !r.Resp.Duplicate {
+			seqs[m.ConversationId] = append(seqs[m.ConversationId], m.Seq)
+		}
+	}
+	// Items 0 and 5 share a client message id: one stored it, the other is its
+	// duplicate (which one depends on the order they joined the commit).
+	r0, r5 := resp.Results[0].Resp, resp.Results[5].Resp
+	if r0.Duplicate == r5.Duplicate || r0.Message.Id != r5.Message.Id || r0.Message.Seq != r5.Message.Seq {
+		t.Errorf("repeated client message id: %+v / %+v, want one stored message and its duplicate", r0, r5)
+	}
+	if r := resp.Results[6].Resp; !r.Duplicate || r.Message.Id != pre.Message.Id || r.Message.Content != "before" {
+		t.Errorf("resend of a stored message = %+v, want the stored one as a duplicate", r)
+	}
+	want := map[string][]int64{"world": {2, 3, 4}, "single_ab": {1, 2}}
+	for conv, got := range seqs {
+		slices.Sort(got)
+		if !slices.Equal(got, want[conv]) {
+			t.Errorf("seqs of %s = %v, want %v", conv, got, want[conv])
+		}
+	}
+	if len(seqs) != len(want) {
+		t.Errorf("stored in %v, want %v", seqs, want)
+	}
+	stored, err := h.ListMessages(ctx, &repoapi.ListMessagesReq{ConversationId: "world", FromSeq: 1, ToSeq: 10})
+	if err != nil || len(stored.Messages) != 4 {
+		t.Errorf("world after the batch = %+v, %v; want 4 messages", stored, err)
+	}
+
+	if empty, err := h.AppendBatch(ctx, &repoapi.AppendBatchReq{}); err != nil || len(empty.Results) != 0 {
+		t.Errorf("empty AppendBatch = %+v, %v", empty, err)
+	}
+	runErrCases(t, []errCase{
+		{"append batch too many", func(ctx context.Context) error {
+			return errOf(h.AppendBatch(ctx, &repoapi.AppendBatchReq{Messages: make([]*repoapi.Message, 1001)}))
+		}, base.ErrCode_BAD_REQUEST},
+	})
 }

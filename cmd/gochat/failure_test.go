@@ -502,7 +502,9 @@ func TestFailureConcurrentResend(t *testing.T) {
 						req, _ := http.NewRequest("POST", api+"/messages", bytes.NewReader(body))
 						req.Header.Set("Authorization", "Bearer "+uTok)
 						req.Header.Set("Content-Type", "application/json")
-						resp, err := http.DefaultClient.Do(req)
+						// A bounded wait: an unanswered request fails the test with
+						// its cause instead of hanging the run.
+						resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
 						if err != nil {
 							errs <- err
 							return

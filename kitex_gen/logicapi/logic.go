@@ -1010,6 +1010,120 @@ var fieldIDToName_SendResp = map[int16]string{
 	2: "duplicate",
 }
 
+type SendBatchReq struct {
+	Items []*SendReq `thrift:"items,1" frugal:"1,default,list<SendReq>" json:"items"`
+}
+
+func NewSendBatchReq() *SendBatchReq {
+	return &SendBatchReq{}
+}
+
+func (p *SendBatchReq) InitDefault() {
+}
+
+func (p *SendBatchReq) GetItems() (v []*SendReq) {
+	return p.Items
+}
+func (p *SendBatchReq) SetItems(val []*SendReq) {
+	p.Items = val
+}
+
+func (p *SendBatchReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("SendBatchReq(%+v)", *p)
+}
+
+var fieldIDToName_SendBatchReq = map[int16]string{
+	1: "items",
+}
+
+type SendOutcome struct {
+	Resp      *SendResp    `thrift:"resp,1,optional" frugal:"1,optional,SendResp" json:"resp,omitempty"`
+	ErrorCode base.ErrCode `thrift:"error_code,2" frugal:"2,default,ErrCode" json:"error_code"`
+	Message   string       `thrift:"message,3" frugal:"3,default,string" json:"message"`
+}
+
+func NewSendOutcome() *SendOutcome {
+	return &SendOutcome{}
+}
+
+func (p *SendOutcome) InitDefault() {
+}
+
+var SendOutcome_Resp_DEFAULT *SendResp
+
+func (p *SendOutcome) GetResp() (v *SendResp) {
+	if !p.IsSetResp() {
+		return SendOutcome_Resp_DEFAULT
+	}
+	return p.Resp
+}
+
+func (p *SendOutcome) GetErrorCode() (v base.ErrCode) {
+	return p.ErrorCode
+}
+
+func (p *SendOutcome) GetMessage() (v string) {
+	return p.Message
+}
+func (p *SendOutcome) SetResp(val *SendResp) {
+	p.Resp = val
+}
+func (p *SendOutcome) SetErrorCode(val base.ErrCode) {
+	p.ErrorCode = val
+}
+func (p *SendOutcome) SetMessage(val string) {
+	p.Message = val
+}
+
+func (p *SendOutcome) IsSetResp() bool {
+	return p.Resp != nil
+}
+
+func (p *SendOutcome) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("SendOutcome(%+v)", *p)
+}
+
+var fieldIDToName_SendOutcome = map[int16]string{
+	1: "resp",
+	2: "error_code",
+	3: "message",
+}
+
+type SendBatchResp struct {
+	Results []*SendOutcome `thrift:"results,1" frugal:"1,default,list<SendOutcome>" json:"results"`
+}
+
+func NewSendBatchResp() *SendBatchResp {
+	return &SendBatchResp{}
+}
+
+func (p *SendBatchResp) InitDefault() {
+}
+
+func (p *SendBatchResp) GetResults() (v []*SendOutcome) {
+	return p.Results
+}
+func (p *SendBatchResp) SetResults(val []*SendOutcome) {
+	p.Results = val
+}
+
+func (p *SendBatchResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("SendBatchResp(%+v)", *p)
+}
+
+var fieldIDToName_SendBatchResp = map[int16]string{
+	1: "results",
+}
+
 type GetUserByNameReq struct {
 	Username string `thrift:"username,1" frugal:"1,default,string" json:"username"`
 }
@@ -1963,6 +2077,8 @@ type LogicService interface {
 
 	Send(ctx context.Context, req *SendReq) (r *SendResp, err error)
 
+	SendBatch(ctx context.Context, req *SendBatchReq) (r *SendBatchResp, err error)
+
 	GetUserByName(ctx context.Context, req *GetUserByNameReq) (r *GetUserResp, err error)
 
 	OnlineStatus(ctx context.Context, req *OnlineStatusReq) (r *OnlineStatusResp, err error)
@@ -2901,6 +3017,82 @@ func (p *LogicServiceSendResult) String() string {
 }
 
 var fieldIDToName_LogicServiceSendResult = map[int16]string{
+	0: "success",
+}
+
+type LogicServiceSendBatchArgs struct {
+	Req *SendBatchReq `thrift:"req,1" frugal:"1,default,SendBatchReq" json:"req"`
+}
+
+func NewLogicServiceSendBatchArgs() *LogicServiceSendBatchArgs {
+	return &LogicServiceSendBatchArgs{}
+}
+
+func (p *LogicServiceSendBatchArgs) InitDefault() {
+}
+
+var LogicServiceSendBatchArgs_Req_DEFAULT *SendBatchReq
+
+func (p *LogicServiceSendBatchArgs) GetReq() (v *SendBatchReq) {
+	if !p.IsSetReq() {
+		return LogicServiceSendBatchArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *LogicServiceSendBatchArgs) SetReq(val *SendBatchReq) {
+	p.Req = val
+}
+
+func (p *LogicServiceSendBatchArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *LogicServiceSendBatchArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceSendBatchArgs(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceSendBatchArgs = map[int16]string{
+	1: "req",
+}
+
+type LogicServiceSendBatchResult struct {
+	Success *SendBatchResp `thrift:"success,0,optional" frugal:"0,optional,SendBatchResp" json:"success,omitempty"`
+}
+
+func NewLogicServiceSendBatchResult() *LogicServiceSendBatchResult {
+	return &LogicServiceSendBatchResult{}
+}
+
+func (p *LogicServiceSendBatchResult) InitDefault() {
+}
+
+var LogicServiceSendBatchResult_Success_DEFAULT *SendBatchResp
+
+func (p *LogicServiceSendBatchResult) GetSuccess() (v *SendBatchResp) {
+	if !p.IsSetSuccess() {
+		return LogicServiceSendBatchResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *LogicServiceSendBatchResult) SetSuccess(x interface{}) {
+	p.Success = x.(*SendBatchResp)
+}
+
+func (p *LogicServiceSendBatchResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *LogicServiceSendBatchResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("LogicServiceSendBatchResult(%+v)", *p)
+}
+
+var fieldIDToName_LogicServiceSendBatchResult = map[int16]string{
 	0: "success",
 }
 

@@ -5,6 +5,7 @@ package repoapi
 import (
 	"context"
 	"fmt"
+	"github.com/gochat/gochat/kitex_gen/base"
 )
 
 type User struct {
@@ -585,6 +586,120 @@ func (p *AppendResp) String() string {
 var fieldIDToName_AppendResp = map[int16]string{
 	1: "message",
 	2: "duplicate",
+}
+
+type AppendBatchReq struct {
+	Messages []*Message `thrift:"messages,1" frugal:"1,default,list<Message>" json:"messages"`
+}
+
+func NewAppendBatchReq() *AppendBatchReq {
+	return &AppendBatchReq{}
+}
+
+func (p *AppendBatchReq) InitDefault() {
+}
+
+func (p *AppendBatchReq) GetMessages() (v []*Message) {
+	return p.Messages
+}
+func (p *AppendBatchReq) SetMessages(val []*Message) {
+	p.Messages = val
+}
+
+func (p *AppendBatchReq) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("AppendBatchReq(%+v)", *p)
+}
+
+var fieldIDToName_AppendBatchReq = map[int16]string{
+	1: "messages",
+}
+
+type AppendOutcome struct {
+	Resp      *AppendResp  `thrift:"resp,1,optional" frugal:"1,optional,AppendResp" json:"resp,omitempty"`
+	ErrorCode base.ErrCode `thrift:"error_code,2" frugal:"2,default,ErrCode" json:"error_code"`
+	Message   string       `thrift:"message,3" frugal:"3,default,string" json:"message"`
+}
+
+func NewAppendOutcome() *AppendOutcome {
+	return &AppendOutcome{}
+}
+
+func (p *AppendOutcome) InitDefault() {
+}
+
+var AppendOutcome_Resp_DEFAULT *AppendResp
+
+func (p *AppendOutcome) GetResp() (v *AppendResp) {
+	if !p.IsSetResp() {
+		return AppendOutcome_Resp_DEFAULT
+	}
+	return p.Resp
+}
+
+func (p *AppendOutcome) GetErrorCode() (v base.ErrCode) {
+	return p.ErrorCode
+}
+
+func (p *AppendOutcome) GetMessage() (v string) {
+	return p.Message
+}
+func (p *AppendOutcome) SetResp(val *AppendResp) {
+	p.Resp = val
+}
+func (p *AppendOutcome) SetErrorCode(val base.ErrCode) {
+	p.ErrorCode = val
+}
+func (p *AppendOutcome) SetMessage(val string) {
+	p.Message = val
+}
+
+func (p *AppendOutcome) IsSetResp() bool {
+	return p.Resp != nil
+}
+
+func (p *AppendOutcome) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("AppendOutcome(%+v)", *p)
+}
+
+var fieldIDToName_AppendOutcome = map[int16]string{
+	1: "resp",
+	2: "error_code",
+	3: "message",
+}
+
+type AppendBatchResp struct {
+	Results []*AppendOutcome `thrift:"results,1" frugal:"1,default,list<AppendOutcome>" json:"results"`
+}
+
+func NewAppendBatchResp() *AppendBatchResp {
+	return &AppendBatchResp{}
+}
+
+func (p *AppendBatchResp) InitDefault() {
+}
+
+func (p *AppendBatchResp) GetResults() (v []*AppendOutcome) {
+	return p.Results
+}
+func (p *AppendBatchResp) SetResults(val []*AppendOutcome) {
+	p.Results = val
+}
+
+func (p *AppendBatchResp) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("AppendBatchResp(%+v)", *p)
+}
+
+var fieldIDToName_AppendBatchResp = map[int16]string{
+	1: "results",
 }
 
 type ListMessagesReq struct {
@@ -2510,6 +2625,8 @@ type RepoService interface {
 
 	Append(ctx context.Context, req *AppendReq) (r *AppendResp, err error)
 
+	AppendBatch(ctx context.Context, req *AppendBatchReq) (r *AppendBatchResp, err error)
+
 	ListMessages(ctx context.Context, req *ListMessagesReq) (r *ListMessagesResp, err error)
 
 	GetConversation(ctx context.Context, req *GetConversationReq) (r *GetConversationResp, err error)
@@ -2938,6 +3055,82 @@ func (p *RepoServiceAppendResult) String() string {
 }
 
 var fieldIDToName_RepoServiceAppendResult = map[int16]string{
+	0: "success",
+}
+
+type RepoServiceAppendBatchArgs struct {
+	Req *AppendBatchReq `thrift:"req,1" frugal:"1,default,AppendBatchReq" json:"req"`
+}
+
+func NewRepoServiceAppendBatchArgs() *RepoServiceAppendBatchArgs {
+	return &RepoServiceAppendBatchArgs{}
+}
+
+func (p *RepoServiceAppendBatchArgs) InitDefault() {
+}
+
+var RepoServiceAppendBatchArgs_Req_DEFAULT *AppendBatchReq
+
+func (p *RepoServiceAppendBatchArgs) GetReq() (v *AppendBatchReq) {
+	if !p.IsSetReq() {
+		return RepoServiceAppendBatchArgs_Req_DEFAULT
+	}
+	return p.Req
+}
+func (p *RepoServiceAppendBatchArgs) SetReq(val *AppendBatchReq) {
+	p.Req = val
+}
+
+func (p *RepoServiceAppendBatchArgs) IsSetReq() bool {
+	return p.Req != nil
+}
+
+func (p *RepoServiceAppendBatchArgs) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceAppendBatchArgs(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceAppendBatchArgs = map[int16]string{
+	1: "req",
+}
+
+type RepoServiceAppendBatchResult struct {
+	Success *AppendBatchResp `thrift:"success,0,optional" frugal:"0,optional,AppendBatchResp" json:"success,omitempty"`
+}
+
+func NewRepoServiceAppendBatchResult() *RepoServiceAppendBatchResult {
+	return &RepoServiceAppendBatchResult{}
+}
+
+func (p *RepoServiceAppendBatchResult) InitDefault() {
+}
+
+var RepoServiceAppendBatchResult_Success_DEFAULT *AppendBatchResp
+
+func (p *RepoServiceAppendBatchResult) GetSuccess() (v *AppendBatchResp) {
+	if !p.IsSetSuccess() {
+		return RepoServiceAppendBatchResult_Success_DEFAULT
+	}
+	return p.Success
+}
+func (p *RepoServiceAppendBatchResult) SetSuccess(x interface{}) {
+	p.Success = x.(*AppendBatchResp)
+}
+
+func (p *RepoServiceAppendBatchResult) IsSetSuccess() bool {
+	return p.Success != nil
+}
+
+func (p *RepoServiceAppendBatchResult) String() string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("RepoServiceAppendBatchResult(%+v)", *p)
+}
+
+var fieldIDToName_RepoServiceAppendBatchResult = map[int16]string{
 	0: "success",
 }
 

@@ -24,6 +24,7 @@ type Client interface {
 	ListMessages(ctx context.Context, req *logicapi.ListMessagesReq, callOptions ...callopt.Option) (r *logicapi.ListMessagesResp, err error)
 	MarkRead(ctx context.Context, req *logicapi.MarkReadReq, callOptions ...callopt.Option) (r *logicapi.MarkReadResp, err error)
 	Send(ctx context.Context, req *logicapi.SendReq, callOptions ...callopt.Option) (r *logicapi.SendResp, err error)
+	SendBatch(ctx context.Context, req *logicapi.SendBatchReq, callOptions ...callopt.Option) (r *logicapi.SendBatchResp, err error)
 	GetUserByName(ctx context.Context, req *logicapi.GetUserByNameReq, callOptions ...callopt.Option) (r *logicapi.GetUserResp, err error)
 	OnlineStatus(ctx context.Context, req *logicapi.OnlineStatusReq, callOptions ...callopt.Option) (r *logicapi.OnlineStatusResp, err error)
 	ListFriends(ctx context.Context, req *logicapi.ListFriendsReq, callOptions ...callopt.Option) (r *logicapi.ListFriendsResp, err error)
@@ -127,6 +128,11 @@ func (p *kLogicServiceClient) MarkRead(ctx context.Context, req *logicapi.MarkRe
 func (p *kLogicServiceClient) Send(ctx context.Context, req *logicapi.SendReq, callOptions ...callopt.Option) (r *logicapi.SendResp, err error) {
 	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
 	return p.kClient.Send(ctx, req)
+}
+
+func (p *kLogicServiceClient) SendBatch(ctx context.Context, req *logicapi.SendBatchReq, callOptions ...callopt.Option) (r *logicapi.SendBatchResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.SendBatch(ctx, req)
 }
 
 func (p *kLogicServiceClient) GetUserByName(ctx context.Context, req *logicapi.GetUserByNameReq, callOptions ...callopt.Option) (r *logicapi.GetUserResp, err error) {

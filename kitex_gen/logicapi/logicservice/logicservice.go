@@ -98,6 +98,13 @@ var serviceMethods = map[string]kitex.MethodInfo{
 		false,
 		kitex.WithStreamingMode(kitex.StreamingNone),
 	),
+	"SendBatch": kitex.NewMethodInfo(
+		sendBatchHandler,
+		newLogicServiceSendBatchArgs,
+		newLogicServiceSendBatchResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
 	"GetUserByName": kitex.NewMethodInfo(
 		getUserByNameHandler,
 		newLogicServiceGetUserByNameArgs,
@@ -478,6 +485,24 @@ func newLogicServiceSendResult() interface{} {
 	return logicapi.NewLogicServiceSendResult()
 }
 
+func sendBatchHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*logicapi.LogicServiceSendBatchArgs)
+	realResult := result.(*logicapi.LogicServiceSendBatchResult)
+	success, err := handler.(logicapi.LogicService).SendBatch(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newLogicServiceSendBatchArgs() interface{} {
+	return logicapi.NewLogicServiceSendBatchArgs()
+}
+
+func newLogicServiceSendBatchResult() interface{} {
+	return logicapi.NewLogicServiceSendBatchResult()
+}
+
 func getUserByNameHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
 	realArg := arg.(*logicapi.LogicServiceGetUserByNameArgs)
 	realResult := result.(*logicapi.LogicServiceGetUserByNameResult)
@@ -855,6 +880,16 @@ func (p *kClient) Send(ctx context.Context, req *logicapi.SendReq) (r *logicapi.
 	_args.Req = req
 	var _result logicapi.LogicServiceSendResult
 	if err = p.c.Call(ctx, "Send", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) SendBatch(ctx context.Context, req *logicapi.SendBatchReq) (r *logicapi.SendBatchResp, err error) {
+	var _args logicapi.LogicServiceSendBatchArgs
+	_args.Req = req
+	var _result logicapi.LogicServiceSendBatchResult
+	if err = p.c.Call(ctx, "SendBatch", &_args, &_result); err != nil {
 		return
 	}
 	return _result.GetSuccess(), nil

@@ -16,6 +16,7 @@ type Client interface {
 	GetUserByName(ctx context.Context, req *repoapi.GetUserByNameReq, callOptions ...callopt.Option) (r *repoapi.GetUserByNameResp, err error)
 	GetUsers(ctx context.Context, req *repoapi.GetUsersReq, callOptions ...callopt.Option) (r *repoapi.GetUsersResp, err error)
 	Append(ctx context.Context, req *repoapi.AppendReq, callOptions ...callopt.Option) (r *repoapi.AppendResp, err error)
+	AppendBatch(ctx context.Context, req *repoapi.AppendBatchReq, callOptions ...callopt.Option) (r *repoapi.AppendBatchResp, err error)
 	ListMessages(ctx context.Context, req *repoapi.ListMessagesReq, callOptions ...callopt.Option) (r *repoapi.ListMessagesResp, err error)
 	GetConversation(ctx context.Context, req *repoapi.GetConversationReq, callOptions ...callopt.Option) (r *repoapi.GetConversationResp, err error)
 	ListUserConversations(ctx context.Context, req *repoapi.ListUserConversationsReq, callOptions ...callopt.Option) (r *repoapi.ListUserConversationsResp, err error)
@@ -95,6 +96,11 @@ func (p *kRepoServiceClient) GetUsers(ctx context.Context, req *repoapi.GetUsers
 func (p *kRepoServiceClient) Append(ctx context.Context, req *repoapi.AppendReq, callOptions ...callopt.Option) (r *repoapi.AppendResp, err error) {
 	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
 	return p.kClient.Append(ctx, req)
+}
+
+func (p *kRepoServiceClient) AppendBatch(ctx context.Context, req *repoapi.AppendBatchReq, callOptions ...callopt.Option) (r *repoapi.AppendBatchResp, err error) {
+	ctx = client.NewCtxWithCallOptions(ctx, callOptions)
+	return p.kClient.AppendBatch(ctx, req)
 }
 
 func (p *kRepoServiceClient) ListMessages(ctx context.Context, req *repoapi.ListMessagesReq, callOptions ...callopt.Option) (r *repoapi.ListMessagesResp, err error) {

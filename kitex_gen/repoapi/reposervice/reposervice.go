@@ -48,6 +48,13 @@ var serviceMethods = map[string]kitex.MethodInfo{
 		false,
 		kitex.WithStreamingMode(kitex.StreamingNone),
 	),
+	"AppendBatch": kitex.NewMethodInfo(
+		appendBatchHandler,
+		newRepoServiceAppendBatchArgs,
+		newRepoServiceAppendBatchResult,
+		false,
+		kitex.WithStreamingMode(kitex.StreamingNone),
+	),
 	"ListMessages": kitex.NewMethodInfo(
 		listMessagesHandler,
 		newRepoServiceListMessagesArgs,
@@ -377,6 +384,24 @@ func newRepoServiceAppendArgs() interface{} {
 
 func newRepoServiceAppendResult() interface{} {
 	return repoapi.NewRepoServiceAppendResult()
+}
+
+func appendBatchHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
+	realArg := arg.(*repoapi.RepoServiceAppendBatchArgs)
+	realResult := result.(*repoapi.RepoServiceAppendBatchResult)
+	success, err := handler.(repoapi.RepoService).AppendBatch(ctx, realArg.Req)
+	if err != nil {
+		return err
+	}
+	realResult.Success = success
+	return nil
+}
+func newRepoServiceAppendBatchArgs() interface{} {
+	return repoapi.NewRepoServiceAppendBatchArgs()
+}
+
+func newRepoServiceAppendBatchResult() interface{} {
+	return repoapi.NewRepoServiceAppendBatchResult()
 }
 
 func listMessagesHandler(ctx context.Context, handler interface{}, arg, result interface{}) error {
@@ -884,6 +909,16 @@ func (p *kClient) Append(ctx context.Context, req *repoapi.AppendReq) (r *repoap
 	_args.Req = req
 	var _result repoapi.RepoServiceAppendResult
 	if err = p.c.Call(ctx, "Append", &_args, &_result); err != nil {
+		return
+	}
+	return _result.GetSuccess(), nil
+}
+
+func (p *kClient) AppendBatch(ctx context.Context, req *repoapi.AppendBatchReq) (r *repoapi.AppendBatchResp, err error) {
+	var _args repoapi.RepoServiceAppendBatchArgs
+	_args.Req = req
+	var _result repoapi.RepoServiceAppendBatchResult
+	if err = p.c.Call(ctx, "AppendBatch", &_args, &_result); err != nil {
 		return
 	}
 	return _result.GetSuccess(), nil
