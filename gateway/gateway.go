@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -306,7 +307,14 @@ func (g *Gateway) sendBatch(ctx context.Context, reqs []*logicapi.SendReq) ([]*l
 // refreshRoutes keeps this gateway's routes alive (they expire otherwise, which is
 // how a crashed gateway's users go offline) until ctx is done.
 func (g *Gateway) refreshRoutes(ctx context.Context) {
-	t := time.NewTicker(g.cfg.RouteRefresh)
+	// Gateways started together would refresh together, each sending every route at
+	// once: 16 gateways holding 250k sockets sent 250k route renewals within a second,
+	// every period, and the burst timed out logic's and repo's other calls. So the
+	// first round starts at a random point of the period, and a round spreads its
+	// chunks over half the period (a route is then renewed every period ± half, well
+	// inside its 90 s lifetime).
+	first := time.Duration(mrand.Int64N(int64(g.cfg.RouteRefresh)))
+	t := time.NewTimer(first)
 	defer t.Stop()
 	for {
 		select {
@@ -314,24 +322,45 @@ func (g *Gateway) refreshRoutes(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		t.Reset(g.cfg.RouteRefresh)
 		var ids []int64
 		var counts []int32
 		g.sockets.EachUser(func(uid int64, sockets int) {
 			ids = append(ids, uid)
 			counts = append(counts, int32(sockets))
 		})
-		for start := 0; start < len(ids); start += 1000 {
-			end := min(start+1000, len(ids))
+		chunks := (len(ids) + refreshChunk - 1) / refreshChunk
+		pause := time.Duration(0)
+		if chunks > 1 {
+			pause = g.cfg.RouteRefresh / 2 / time.Duration(chunks)
+		}
+		failed := 0
+		var lastErr error
+		for start := 0; start < len(ids); start += refreshChunk {
+			if start > 0 && pause > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(pause):
+				}
+			}
+			end := min(start+refreshChunk, len(ids))
 			cctx, cancel := g.callCtx(ctx)
 			_, err := g.logic.RefreshRoutes(cctx, &logicapi.RefreshRoutesReq{GatewayId: g.cfg.ID, UserIds: ids[start:end], Counts: counts[start:end]})
 			cancel()
 			if err != nil {
-				g.log.Warn("refreshing routes failed", "users", len(ids), "err", err)
-				break
+				failed += end - start
+				lastErr = err
 			}
+		}
+		if lastErr != nil {
+			g.log.Warn("refreshing routes failed", "users", len(ids), "failed", failed, "err", lastErr)
 		}
 	}
 }
+
+// refreshChunk is how many users one RefreshRoutes call renews.
+const refreshChunk = 1000
 
 // follow keeps a subscription to topic alive until ctx is done: when the bus drops it
 // (broker gone, partition moved) it subscribes again with backoff, from the newest
