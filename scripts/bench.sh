@@ -129,7 +129,7 @@ quick)
 	bench fanout -receivers 2000 -messages 50 -rate 20
 	;;
 full)
-	bench conns -n 300000 -hold 10s
+	bench conns -n 300000 -inflight 192 -hold 30s
 	bench latency -rate 10k -pairs 200 -groups 20 -idle 10000
 	bench throughput -pairs 400 -windows 1,4,16,32,64
 	bench fanout -receivers 10000 -messages 200 -rate 20

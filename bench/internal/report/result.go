@@ -253,7 +253,8 @@ func fileSafe(name string) string {
 }
 
 // gitCommit identifies the code under test; "-dirty" matters because numbers
-// from uncommitted changes cannot be reproduced from the hash alone.
+// from uncommitted changes cannot be reproduced from the hash alone. Untracked
+// files (earlier result files among them) change no code and do not count.
 func gitCommit() string {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -265,7 +266,7 @@ func gitCommit() string {
 	if commit == "" {
 		return "unknown"
 	}
-	status, err := exec.CommandContext(ctx, "git", "status", "--porcelain").Output()
+	status, err := exec.CommandContext(ctx, "git", "status", "--porcelain", "--untracked-files=no").Output()
 	if err == nil && len(bytes.TrimSpace(status)) > 0 {
 		commit += "-dirty"
 	}
