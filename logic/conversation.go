@@ -239,7 +239,9 @@ func (l *Logic) finishSend(start time.Time, req *logicapi.SendReq, resp *repoapi
 	// A duplicate is pushed again too: the first attempt may have been stored by a
 	// logic that died before publishing. Gateways drop a delivery they already made
 	// (same message, same recipient), so a resend still reaches each user once.
-	l.fanout.enqueue(messageJob(resp.Message, req.OriginConn))
+	j := messageJob(resp.Message, req.OriginConn)
+	j.dup = resp.Duplicate
+	l.fanout.enqueue(j)
 	return &logicapi.SendResp{Message: resp.Message, Duplicate: resp.Duplicate}
 }
 

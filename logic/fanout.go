@@ -24,10 +24,15 @@ import (
 // pushJob is one fan-out decision to carry out: a stored message (world or a
 // conversation's members) or a presence change (the user's friends and 1:1 peers).
 type pushJob struct {
-	key      []byte
-	msg      *repoapi.Message // message jobs
-	origin   string           // the sending socket, skipped by its gateway
-	presence *pushq.Presence  // presence jobs
+	key    []byte
+	msg    *repoapi.Message // message jobs
+	origin string           // the sending socket, skipped by its gateway
+	// dup marks the push of a resend that found the message stored. A resend that
+	// raced the first send completes in the same group commit; its push must not go
+	// first, or gateways would deliver to every socket of the sender (a resend over
+	// HTTP has no origin to skip) and drop the first push as already made.
+	dup      bool
+	presence *pushq.Presence // presence jobs
 }
 
 func messageJob(m *repoapi.Message, origin string) pushJob {
@@ -198,7 +203,10 @@ func sortJobs(batch []pushJob) []pushJob {
 		if a.msg == nil || b.msg == nil {
 			return 0
 		}
-		return cmp.Compare(a.msg.Seq, b.msg.Seq)
+		if c := cmp.Compare(a.msg.Seq, b.msg.Seq); c != 0 {
+			return c
+		}
+		return compareBool(a.dup, b.dup) // the first store's push before its resends'
 	})
 	return batch
 }

@@ -34,3 +34,20 @@ func TestCollectSortsBySeq(t *testing.T) {
 		}
 	}
 }
+
+// A resend's push (duplicate) never leaves before the first store's push of the same
+// message, whatever order they were queued in.
+func TestCollectPutsFirstStoreBeforeResends(t *testing.T) {
+	ch := make(chan pushJob, 4)
+	m := &repoapi.Message{ConversationId: "c", Seq: 7}
+	resend := messageJob(m, "")
+	resend.dup = true
+	for _, j := range []pushJob{resend, messageJob(&repoapi.Message{ConversationId: "c", Seq: 6}, "gw/1"), messageJob(m, "gw/2")} {
+		ch <- j
+	}
+	close(ch)
+	got := (&fanout{}).collect(ch, append(make([]pushJob, 0, 64), <-ch))
+	if len(got) != 3 || got[0].msg.Seq != 6 || got[1].dup || got[1].origin != "gw/2" || !got[2].dup {
+		t.Fatalf("order: %+v", got)
+	}
+}
