@@ -435,6 +435,15 @@ func TestFailureRedisFlush(t *testing.T) {
 // (A gateway handles one socket's frames in order, so the frames race across the
 // two sockets and gateways; the HTTP sends race with everything.) Duplicates are
 // pushed again by design; gateways drop repeats, so each user gets it once.
+// resendClient sends TestFailureConcurrentResend's HTTP resends: a bounded wait (an
+// unanswered request fails the test with its cause instead of hanging the run) and
+// a new connection per request. Reusing the pool of the previous round's 20
+// connections failed about one run in six (EOF, or "bad file descriptor" on this
+// process's own socket); with fresh connections a request still goes unanswered
+// about one run in eight. Both are an open gateway bug (docs/performance.md, known
+// issues); this test is about idempotency and keeps failing on the latter.
+var resendClient = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
 func TestFailureConcurrentResend(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts both topologies")
@@ -502,9 +511,7 @@ func TestFailureConcurrentResend(t *testing.T) {
 						req, _ := http.NewRequest("POST", api+"/messages", bytes.NewReader(body))
 						req.Header.Set("Authorization", "Bearer "+uTok)
 						req.Header.Set("Content-Type", "application/json")
-						// A bounded wait: an unanswered request fails the test with
-						// its cause instead of hanging the run.
-						resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+						resp, err := resendClient.Do(req)
 						if err != nil {
 							errs <- err
 							return
