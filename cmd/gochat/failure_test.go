@@ -435,14 +435,11 @@ func TestFailureRedisFlush(t *testing.T) {
 // (A gateway handles one socket's frames in order, so the frames race across the
 // two sockets and gateways; the HTTP sends race with everything.) Duplicates are
 // pushed again by design; gateways drop repeats, so each user gets it once.
-// resendClient sends TestFailureConcurrentResend's HTTP resends: a bounded wait (an
-// unanswered request fails the test with its cause instead of hanging the run) and
-// a new connection per request. Reusing the pool of the previous round's 20
-// connections failed about one run in six (EOF, or "bad file descriptor" on this
-// process's own socket); with fresh connections a request still goes unanswered
-// about one run in eight. Both are an open gateway bug (docs/performance.md, known
-// issues); this test is about idempotency and keeps failing on the latter.
-var resendClient = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+// resendClient sends TestFailureConcurrentResend's HTTP resends with a bounded wait:
+// an unanswered request fails the test with its cause instead of hanging the run.
+// (This test found netpoll's listener double close, see package pollnet: a topology
+// stopping while the next one ran closed the next one's sockets.)
+var resendClient = &http.Client{Timeout: 30 * time.Second}
 
 func TestFailureConcurrentResend(t *testing.T) {
 	if testing.Short() {

@@ -41,6 +41,7 @@ import (
 	"github.com/gochat/gochat/logic"
 	"github.com/gochat/gochat/logic/authtoken"
 	"github.com/gochat/gochat/logic/pushq"
+	"github.com/gochat/gochat/pollnet"
 	"github.com/gochat/gochat/repo"
 	"github.com/gochat/gochat/repo/kv"
 	"github.com/gochat/gochat/repo/store"
@@ -268,8 +269,15 @@ func (n *node) clientOptions() []client.Option {
 // serveKitex binds addr, registers in etcd under name (one registry per server) and
 // serves until ctx is done; then it deregisters and drains in-flight calls.
 func (n *node) serveKitex(ctx context.Context, name, addr string, newServer func(opts ...server.Option) server.Server) error {
-	ln, err := net.Listen("tcp", addr)
+	std, err := net.Listen("tcp", addr)
 	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	// Not netpoll's own conversion (Kitex would use it): its Close closes a
+	// descriptor twice, possibly another connection's (pollnet).
+	ln, err := pollnet.Listener(std)
+	if err != nil {
+		_ = std.Close()
 		return fmt.Errorf("listen %s: %w", addr, err)
 	}
 	r, err := etcdreg.NewEtcdRegistry(n.etcd)

@@ -13,6 +13,8 @@ import (
 	"github.com/cloudwego/hertz/pkg/network"
 	hnetpoll "github.com/cloudwego/hertz/pkg/network/netpoll"
 	"github.com/cloudwego/netpoll"
+
+	"github.com/gochat/gochat/pollnet"
 )
 
 // Transport builds the Hertz transport for this Server; pass the method value to
@@ -135,11 +137,16 @@ func (t *transporter) ListenAndServe(onData network.OnData) error {
 	if err != nil {
 		return err
 	}
+	// Not netpoll's own conversion: its Close closes a descriptor twice (pollnet).
+	nl, err := pollnet.Listener(ln)
+	if err != nil {
+		return err
+	}
 	if err := t.srv.start(t, el); err != nil {
 		return err
 	}
 	hlog.SystemLogger().Infof("HTTP+WebSocket server listening on address=%s ws_path=%s", ln.Addr().String(), t.srv.cfg.Path)
-	return el.Serve(ln)
+	return el.Serve(nl)
 }
 
 // Close stops at once: sockets get a best-effort 1001 and are closed without grace.
