@@ -277,6 +277,8 @@ func (g *Gateway) connectBatch(ctx context.Context, userIDs []int64) ([]struct{}
 	cctx, cancel := g.callCtx(ctx)
 	defer cancel()
 	if _, err := g.logic.ConnectBatch(cctx, &logicapi.ConnectBatchReq{UserIds: userIDs, GatewayId: g.cfg.ID}); err != nil {
+		// Logged here, once per batch (its sockets only log at debug level).
+		g.log.Warn("registering socket routes failed; the periodic refresh retries", "sockets", len(userIDs), "err", err)
 		return nil, err
 	}
 	return make([]struct{}, len(userIDs)), nil
@@ -288,6 +290,8 @@ func (g *Gateway) disconnectBatch(ctx context.Context, userIDs []int64) ([]struc
 	cctx, cancel := g.callCtx(ctx)
 	defer cancel()
 	if _, err := g.logic.DisconnectBatch(cctx, &logicapi.DisconnectBatchReq{UserIds: userIDs, GatewayId: g.cfg.ID}); err != nil {
+		// Logged here, once per batch (its sockets only log at debug level).
+		g.log.Warn("unregistering socket routes failed; they expire by themselves", "sockets", len(userIDs), "err", err)
 		return nil, err
 	}
 	return make([]struct{}, len(userIDs)), nil

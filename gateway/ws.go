@@ -81,7 +81,9 @@ func (h *wsHandler) OnOpen(c *wsnet.Conn) {
 	ctx, cancel := g.callCtx(context.Background())
 	defer cancel()
 	if _, err := g.connect.Do(ctx, s.userID); err != nil {
-		g.log.Warn("registering socket route failed; the periodic refresh retries", "uid", s.userID, "err", err)
+		// A failed batch call is logged once by connectBatch; under overload a
+		// warning per socket would add thousands of lines a second.
+		g.log.Debug("registering socket route failed; the periodic refresh retries", "uid", s.userID, "err", err)
 	}
 }
 
@@ -95,13 +97,10 @@ func (h *wsHandler) OnClose(c *wsnet.Conn, _ int, _ string) {
 	// The last socket anywhere announces that the user went offline.
 	ctx, cancel := g.callCtx(context.Background())
 	defer cancel()
-	switch _, err := g.disconnect.Do(ctx, s.userID); {
-	case err == nil:
-	case errors.Is(err, errBatcherClosed):
-		// The gateway is stopping: its routes expire by themselves.
-		g.log.Debug("socket route left to expire: gateway stopping", "uid", s.userID)
-	default:
-		g.log.Warn("unregistering socket route failed; it expires by itself", "uid", s.userID, "err", err)
+	if _, err := g.disconnect.Do(ctx, s.userID); err != nil {
+		// The gateway stopping (errBatcherClosed) or a failed batch call, logged
+		// once by disconnectBatch: the route expires by itself either way.
+		g.log.Debug("unregistering socket route failed; it expires by itself", "uid", s.userID, "err", err)
 	}
 }
 

@@ -2,6 +2,7 @@ package logic
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"slices"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/cloudwego/kitex/client/callopt"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/gochat/gochat/kitex_gen/repoapi"
 	"github.com/gochat/gochat/logic/pushq"
@@ -185,5 +187,88 @@ func TestDoBatchPresenceOneLookup(t *testing.T) {
 				t.Fatalf("%s record %d = %+v, want presence of %d to %v", topic, i, got[i], w.user, w.to)
 			}
 		}
+	}
+}
+
+// batchPub publishes a batch in one PublishMany, failing the records whose topic is
+// in fail; single Publish calls (the fallback) always succeed.
+type batchPub struct {
+	capturePub
+	fail    map[string]bool
+	batches int
+	single  []string // topics of records published one at a time
+}
+
+func (b *batchPub) PublishMany(ctx context.Context, recs []pushq.Record) []error {
+	b.batches++
+	errs := make([]error, len(recs))
+	for i, r := range recs {
+		if b.fail[r.Topic] {
+			errs[i] = errors.New("broker said no")
+			continue
+		}
+		errs[i] = b.capturePub.Publish(ctx, r.Topic, r.Key, r.Value)
+	}
+	return errs
+}
+
+func (b *batchPub) Publish(ctx context.Context, topic string, key, value []byte) error {
+	b.single = append(b.single, topic)
+	return b.capturePub.Publish(ctx, topic, key, value)
+}
+
+// A batch's records go out in one PublishMany; a record it failed is published
+// again on its own, so nothing is lost.
+func TestDoBatchPublishesOnceAndRetriesFailures(t *testing.T) {
+	repo := &countingRepo{
+		members:     map[string][]int64{"single_aaaa": {1, 2}},
+		routes:      map[int64][]string{1: {"gw-a"}, 2: {"gw-b"}},
+		listMembers: map[string]int{},
+	}
+	pub := &batchPub{capturePub: capturePub{topics: map[string][]pushq.Push{}}, fail: map[string]bool{pushq.GatewayTopic("gw-b"): true}}
+	f, err := newFanout(Default(), repo, pub, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := func(seq int64) pushJob {
+		return messageJob(&repoapi.Message{Id: seq, ConversationId: "single_aaaa", Seq: seq}, "")
+	}
+	f.doBatch([]pushJob{msg(1), msg(2)})
+	if pub.batches != 1 {
+		t.Fatalf("PublishMany calls %d, want 1", pub.batches)
+	}
+	if want := []string{pushq.GatewayTopic("gw-b"), pushq.GatewayTopic("gw-b")}; !slices.Equal(pub.single, want) {
+		t.Fatalf("published one at a time: %v, want the two failed records %v", pub.single, want)
+	}
+	for _, gw := range []string{"gw-a", "gw-b"} {
+		if got := pub.topics[pushq.GatewayTopic(gw)]; len(got) != 2 || got[0].Message.Seq != 1 || got[1].Message.Seq != 2 {
+			t.Fatalf("%s got %+v, want seqs 1 and 2", gw, got)
+		}
+	}
+}
+
+// countHandler counts log records.
+type countHandler struct {
+	slog.Handler
+	n *int
+}
+
+func (h countHandler) Handle(context.Context, slog.Record) error { *h.n++; return nil }
+
+// A flood of drops logs one line a second, not one per drop; the metric counts all.
+func TestDropLogsAtMostOncePerSecond(t *testing.T) {
+	var lines int
+	f, err := newFanout(Default(), &countingRepo{}, &capturePub{}, nil, nil, slog.New(countHandler{slog.NewTextHandler(io.Discard, nil), &lines}), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 1000 {
+		f.drop(presenceJob(1, true), "publish queue full", nil)
+	}
+	if lines != 1 || f.dropsUnlogged.Load() != 999 {
+		t.Fatalf("%d lines and %d unlogged drops for 1000 drops, want 1 and 999", lines, f.dropsUnlogged.Load())
+	}
+	if got := testutil.ToFloat64(f.dropped); got != 1000 {
+		t.Fatalf("dropped counter %v, want 1000", got)
 	}
 }

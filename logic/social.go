@@ -351,16 +351,25 @@ func (l *Logic) ConnectBatch(ctx context.Context, req *logicapi.ConnectBatchReq)
 	if err != nil {
 		return nil, l.passthrough("connect batch", err)
 	}
-	if len(resp.First) != len(req.UserIds) {
-		l.log.Error("repo answered a connect batch of the wrong size", "want", len(req.UserIds), "got", len(resp.First))
-		return nil, bizErr(base.ErrCode_UNAVAILABLE, "service temporarily unavailable")
-	}
-	for i, first := range resp.First {
-		if first {
-			l.fanout.enqueue(presenceJob(req.UserIds[i], true))
-		}
+	if err := l.announce("connect batch", req.UserIds, resp.First, true); err != nil {
+		return nil, err
 	}
 	return &logicapi.ConnectBatchResp{}, nil
+}
+
+// announce queues a presence change for each user whose flag repo set (the first
+// socket anywhere opened, or the last closed), once repo answered every entry.
+func (l *Logic) announce(op string, users []int64, flags []bool, online bool) error {
+	if len(flags) != len(users) {
+		l.log.Error("repo answered a "+op+" of the wrong size", "want", len(users), "got", len(flags))
+		return bizErr(base.ErrCode_UNAVAILABLE, "service temporarily unavailable")
+	}
+	for i, changed := range flags {
+		if changed {
+			l.fanout.enqueue(presenceJob(users[i], online))
+		}
+	}
+	return nil
 }
 
 // Disconnect records one socket fewer; the user's last socket closing tells their
@@ -390,14 +399,8 @@ func (l *Logic) DisconnectBatch(ctx context.Context, req *logicapi.DisconnectBat
 	if err != nil {
 		return nil, l.passthrough("disconnect batch", err)
 	}
-	if len(resp.Last) != len(req.UserIds) {
-		l.log.Error("repo answered a disconnect batch of the wrong size", "want", len(req.UserIds), "got", len(resp.Last))
-		return nil, bizErr(base.ErrCode_UNAVAILABLE, "service temporarily unavailable")
-	}
-	for i, last := range resp.Last {
-		if last {
-			l.fanout.enqueue(presenceJob(req.UserIds[i], false))
-		}
+	if err := l.announce("disconnect batch", req.UserIds, resp.Last, false); err != nil {
+		return nil, err
 	}
 	return &logicapi.DisconnectBatchResp{}, nil
 }

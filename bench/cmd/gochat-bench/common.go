@@ -27,8 +27,9 @@ type common struct {
 	sources  int    // source addresses 127.0.0.2 ... used round-robin
 	strict   bool   // exit non-zero when a target fails
 
-	gw  []netip.AddrPort
-	adm []string
+	gw   []netip.AddrPort
+	adm  []string
+	apis []*api // one per gateway: setup reuses their connections
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -42,14 +43,22 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.strict, "strict", false, "exit with an error when a target fails")
 }
 
-func (c *common) parse() error {
-	c.gw = nil
+// parse parses a subcommand's flags (no positional arguments) and the shared ones.
+func (c *common) parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %v", fs.Args())
+	}
+	c.gw, c.apis = nil, nil
 	for s := range strings.SplitSeq(c.gateways, ",") {
 		ap, err := netip.ParseAddrPort(strings.TrimSpace(s))
 		if err != nil {
 			return fmt.Errorf("-gateways %q: %w", s, err)
 		}
 		c.gw = append(c.gw, ap)
+		c.apis = append(c.apis, newAPI("http://"+ap.String()))
 	}
 	c.adm = nil
 	if c.admins != "" {
@@ -74,7 +83,7 @@ func (c *common) sourceIPs() []netip.Addr {
 	return ips
 }
 
-func (c *common) apiFor(i int) *api { return newAPI("http://" + c.gw[i%len(c.gw)].String()) }
+func (c *common) apiFor(i int) *api { return c.apis[i%len(c.apis)] }
 
 // config records the shared flags in a result.
 func (c *common) config(r *report.Result) {

@@ -56,13 +56,7 @@ func runConns(args []string, stdout, stderr io.Writer) error {
 	users := fs.Int("users", 200, "accounts to spread the sockets over when tokens come from the guest API (no -secret)")
 	inflight := fs.Int("inflight", 256, "handshakes in flight per worker: more than the servers answer within the gateway's 5 s handshake deadline come back 503 (16 workers × 512 did at 180k sockets on 2 cores)")
 	hold := fs.Duration("hold", 5*time.Second, "idle time after the storm before memory is read")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %v", fs.Args())
-	}
-	if err := c.parse(); err != nil {
+	if err := c.parse(fs, args); err != nil {
 		return err
 	}
 	if *n < 1 || *users < 1 || *inflight < 1 || *procs < 0 {
@@ -287,10 +281,7 @@ func runConnsWorker(args []string, stdout, stderr io.Writer) error {
 	uidBase := fs.Int64("uid-base", 0, "synthetic user id of socket 0 (minted tokens)")
 	inflight := fs.Int("inflight", 2048, "handshakes in flight")
 	tokFile := fs.String("tokens", "", "file of tokens, one per line (instead of minting with the secret in $GOCHAT_BENCH_SECRET)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := c.parse(); err != nil {
+	if err := c.parse(fs, args); err != nil {
 		return err
 	}
 	c.secret = os.Getenv("GOCHAT_BENCH_SECRET")

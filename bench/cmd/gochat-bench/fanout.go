@@ -30,13 +30,7 @@ func runFanout(args []string, stdout, stderr io.Writer) error {
 	msgs := fs.Int("messages", 100, "flood phase: messages the sender posts (0 = no flood)")
 	rateS := fs.String("rate", "20", "flood phase: messages per second (each one goes to every receiver)")
 	wait := fs.Duration("wait", 10*time.Second, "how long after a phase's last send to wait for stragglers")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %v", fs.Args())
-	}
-	if err := c.parse(); err != nil {
+	if err := c.parse(fs, args); err != nil {
 		return err
 	}
 	rate, err := parseRate(*rateS)

@@ -144,13 +144,7 @@ func runLatency(args []string, stdout, stderr io.Writer) error {
 	rateS := fs.String("rate", "1000", "sends per second over all conversations (e.g. 1000, 10k)")
 	dur := fs.Duration("duration", 20*time.Second, "measured time")
 	warm := fs.Duration("warmup", 3*time.Second, "time before measuring (sends happen, latencies are not recorded)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %v", fs.Args())
-	}
-	if err := c.parse(); err != nil {
+	if err := c.parse(fs, args); err != nil {
 		return err
 	}
 	rate, err := parseRate(*rateS)

@@ -42,13 +42,7 @@ func runThroughput(args []string, stdout, stderr io.Writer) error {
 	stepDur := fs.Duration("step", 10*time.Second, "measured time per step")
 	warm := fs.Duration("warmup", 2*time.Second, "unmeasured time at the start of each step")
 	maxRate := fs.Int("max-rate", 100000, "capacity hint: the most sends per second the run may reach")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %v", fs.Args())
-	}
-	if err := c.parse(); err != nil {
+	if err := c.parse(fs, args); err != nil {
 		return err
 	}
 	var windows []int
