@@ -272,7 +272,11 @@ func (s *Store) write(ctx context.Context, items []*item) ([]outcome, error) {
 		clear(alias)
 
 		// 1. De-duplicate against stored messages and within the batch.
-		stored, err := lookupClientKeys(tx, items)
+		lookup := lookupClientKeys
+		if s.driver == DriverSQLite {
+			lookup = sqliteLookupClientKeys
+		}
+		stored, err := lookup(tx, items)
 		if err != nil {
 			return err
 		}
@@ -311,12 +315,9 @@ func (s *Store) write(ctx context.Context, items []*item) ([]outcome, error) {
 				msgIDs[i] = s.ids.Generate().Int64()
 			}
 		}
-		if err := advanceConversations(tx, convIDs, byConv, items, msgIDs, now); err != nil {
+		convs, err := s.advanceConversations(tx, convIDs, byConv, items, msgIDs, now)
+		if err != nil {
 			return err
-		}
-		var convs []conversationRow
-		if err := tx.Select("id", "last_seq").Where("id IN ?", convIDs).Find(&convs).Error; err != nil {
-			return fmt.Errorf("read back last_seq: %w", err)
 		}
 		found := make(map[string]bool, len(convs))
 		for _, c := range convs {
@@ -360,8 +361,8 @@ func (s *Store) write(ctx context.Context, items []*item) ([]outcome, error) {
 				readSeq[k] = max(readSeq[k], row.Seq)
 			}
 		}
-		if err := tx.Create(&rows).Error; err != nil {
-			return fmt.Errorf("insert %d messages: %w", len(rows), err)
+		if err := s.insertMessages(tx, rows); err != nil {
+			return err
 		}
 
 		// 4. The sender has read their own messages. World membership is
@@ -381,7 +382,7 @@ func (s *Store) write(ctx context.Context, items []*item) ([]outcome, error) {
 			})
 		}
 		if len(worldRows) > 0 {
-			if err := tx.Clauses(s.readSeqUpsert()).Create(&worldRows).Error; err != nil {
+			if err := s.upsertReadSeqs(tx, worldRows); err != nil {
 				return fmt.Errorf("advance senders' read seq in world: %w", err)
 			}
 		}
@@ -422,11 +423,49 @@ func (s *Store) write(ctx context.Context, items []*item) ([]outcome, error) {
 	return outs, nil
 }
 
+// advanceConversations moves every conversation of the batch past its new messages
+// and returns the id and new last_seq of those that exist.
+func (s *Store) advanceConversations(tx *gorm.DB, convIDs []string, byConv map[string][]int, items []*item, msgIDs []int64, now int64) ([]conversationRow, error) {
+	if s.driver == DriverSQLite {
+		return sqliteAdvanceConversations(tx, convIDs, byConv, items, msgIDs, now)
+	}
+	if err := advanceConversations(tx, convIDs, byConv, items, msgIDs, now); err != nil {
+		return nil, err
+	}
+	var convs []conversationRow
+	if err := tx.Select("id", "last_seq").Where("id IN ?", convIDs).Find(&convs).Error; err != nil {
+		return nil, fmt.Errorf("read back last_seq: %w", err)
+	}
+	return convs, nil
+}
+
+// insertMessages inserts the batch's rows in one statement.
+func (s *Store) insertMessages(tx *gorm.DB, rows []messageRow) error {
+	if s.driver == DriverSQLite {
+		return sqliteInsertMessages(tx, rows)
+	}
+	if err := tx.Create(&rows).Error; err != nil {
+		return fmt.Errorf("insert %d messages: %w", len(rows), err)
+	}
+	return nil
+}
+
+// upsertReadSeqs creates member rows or moves their read pointers forward only.
+func (s *Store) upsertReadSeqs(tx *gorm.DB, rows []memberRow) error {
+	if s.driver == DriverSQLite {
+		return sqliteUpsertReadSeqs(tx, rows)
+	}
+	return tx.Clauses(s.readSeqUpsert()).Create(&rows).Error
+}
+
 // advanceReadSeqs moves existing read pointers forward to seq[k], in one
 // statement; keys without a member row are left alone.
 func (s *Store) advanceReadSeqs(tx *gorm.DB, keys []memberKey, seq map[memberKey]int64) error {
 	if len(keys) == 0 {
 		return nil
+	}
+	if s.driver == DriverSQLite {
+		return sqliteAdvanceReadSeqs(tx, keys, seq)
 	}
 	var b strings.Builder
 	args := make([]any, 0, 3*len(keys)+1)

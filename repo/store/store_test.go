@@ -45,10 +45,12 @@ func contractCases() []contractCase {
 		{"AppendValidates", testAppendValidates},
 		{"DedupeSequential", testDedupeSequential},
 		{"DedupeConcurrent", testDedupeConcurrent},
+		{"BatchRoundTripsValues", testBatchRoundTrips},
 		{"ConcurrentAppends", testConcurrentAppends},
 		{"FullBatchCommitsWithoutWaitingForWindow", testFullBatch},
 		{"MissingConversationBurnsNoSeq", testMissingConversation},
 		{"FailedBatchFallsBackPerItem", testFailedBatchFallback},
+		{"ConstraintViolationRollsBackBatch", testConstraintViolation},
 		{"PanicInBatchDoesNotStrandFollowers", testPanicInBatch},
 		{"FollowerCancelWithdraws", testFollowerCancel},
 		{"LeaderCancelStillCommitsFollowers", testLeaderCancel},
@@ -361,6 +363,86 @@ func testDedupeSequential(t *testing.T, h *harness) {
 	}
 }
 
+// testBatchRoundTrips appends one batch of messages whose values are awkward for
+// the statement encodings (SQLite passes a batch as JSON): ids near 2^63,
+// numeric-looking and empty client ids, quotes, backslashes, markup, NUL and
+// characters beyond the BMP; every value must read back exactly, in the
+// messages, the conversation's preview and the sender's read pointer.
+func testBatchRoundTrips(t *testing.T, h *harness) {
+	s := h.open(t, window(time.Hour), maxBatch(5))
+	addConversation(t, s, "c", "group")
+	const big = int64(1)<<62 + 12345
+	addMember(t, s, "c", big)
+	in := []Message{
+		{ConversationID: "c", SenderID: big, SenderName: `Zoë "quoted" \back`, ClientMsgID: "007", Type: 3, Content: "<b>&amp;</b> 'single' \"double\" \\ \n"},
+		{ConversationID: "c", SenderID: big, ClientMsgID: "1e3", Content: "nul\x00inside"},
+		{ConversationID: "c", SenderID: 7, Content: "emoji 🎉 and 中文"},
+		{ConversationID: WorldID, SenderID: big, ClientMsgID: "null", Content: "world"},
+		{ConversationID: "c", SenderID: big, ClientMsgID: "true", Content: strings.Repeat("é", maxPreviewLen+10)},
+	}
+	got := make([]Message, len(in))
+	var wg sync.WaitGroup
+	for i, m := range in {
+		wg.Go(func() { got[i] = mustAppend(t, s, m) })
+	}
+	wg.Wait()
+
+	stored := mustMessages(t, s, "c", 1, 100)
+	wantSeqs(t, stored, 4)
+	world := mustMessages(t, s, WorldID, 1, 100)
+	for i, m := range in {
+		var back Message
+		for _, r := range append(stored, world...) {
+			if r.ID == got[i].ID {
+				back = r
+			}
+		}
+		if back.ID == 0 {
+			t.Fatalf("message %d (id %d) not read back", i, got[i].ID)
+		}
+		if back != got[i] {
+			t.Errorf("message %d read back as %+v, Append returned %+v", i, back, got[i])
+		}
+		if back.SenderID != m.SenderID || back.SenderName != m.SenderName || back.ClientMsgID != m.ClientMsgID ||
+			back.Type != m.Type || back.Content != m.Content {
+			t.Errorf("message %d stored as %+v, sent %+v", i, back, m)
+		}
+	}
+	// The dedupe lookup must find every stored client id again (through a second
+	// Store: s would hold a lone resend for its hour-long window).
+	s2 := h.open(t)
+	for _, m := range in {
+		if m.ClientMsgID == "" {
+			continue
+		}
+		if _, dup, err := s2.Append(t.Context(), m); err != nil || !dup {
+			t.Errorf("resending client id %q: dup %v, err %v; want the stored duplicate", m.ClientMsgID, dup, err)
+		}
+	}
+	conv := mustConversation(t, s, "c")
+	last := stored[len(stored)-1]
+	if conv.LastSeq != 4 || conv.LastMessageID != last.ID || conv.LastMessagePreview != truncateRunes(last.Content, maxPreviewLen) {
+		t.Errorf("conversation = seq %d, last id %d, preview %q; want 4, %d, the last content cut to %d characters",
+			conv.LastSeq, conv.LastMessageID, conv.LastMessagePreview, last.ID, maxPreviewLen)
+	}
+	var wantRead int64 // the sender's last seq in c
+	for _, m := range stored {
+		if m.SenderID == big {
+			wantRead = m.Seq
+		}
+	}
+	for _, c := range []struct {
+		conv string
+		want int64
+	}{{"c", wantRead}, {WorldID, 1}} {
+		var row memberRow
+		err := s.rdb.Where("conversation_id = ? AND user_id = ?", c.conv, big).Take(&row).Error
+		if err != nil || row.LastReadSeq != c.want {
+			t.Errorf("sender's read pointer in %s = %d (err %v); want %d", c.conv, row.LastReadSeq, err, c.want)
+		}
+	}
+}
+
 func testDedupeConcurrent(t *testing.T, h *harness) {
 	s := h.open(t)
 	addConversation(t, s, "c", "group")
@@ -529,6 +611,59 @@ func testMissingConversation(t *testing.T, h *harness) {
 // testFailedBatchFallsBack breaks one message's transaction after its INSERT,
 // when its seq has been allocated, and checks that the rollback returned the
 // seq and that the other messages of its batch were still stored.
+// testConstraintViolation makes the batch's INSERT itself fail: a stray row holds
+// the seq the conversation hands out next. The whole transaction must roll back
+// (no seq burned, no read pointer moved), the writer connection must stay usable,
+// and once the stray row is gone the same messages commit with gap-free seqs.
+func testConstraintViolation(t *testing.T, h *harness) {
+	s := h.open(t, window(time.Hour), maxBatch(2))
+	addConversation(t, s, "c", "group")
+	addMember(t, s, "c", 1)
+	stray := messageRow{ID: 1, ConversationID: "c", Seq: 1, SenderID: 99, Content: "stray"}
+	if err := s.wdb.Create(&stray).Error; err != nil {
+		t.Fatalf("insert stray row: %v", err)
+	}
+	in := []Message{
+		{ConversationID: "c", SenderID: 1, ClientMsgID: "x", Content: "x"},
+		{ConversationID: "c", SenderID: 1, ClientMsgID: "y", Content: "y"},
+	}
+	errs := make([]error, len(in))
+	var wg sync.WaitGroup
+	for i, m := range in {
+		wg.Go(func() { _, _, errs[i] = s.Append(t.Context(), m) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err == nil {
+			t.Fatalf("append %d succeeded over a row holding its seq", i)
+		}
+	}
+	if st := s.Stats(); st.Fallbacks != 1 {
+		t.Errorf("fallbacks = %d, want 1 (the batch, then each message alone)", st.Fallbacks)
+	}
+	if c := mustConversation(t, s, "c"); c.LastSeq != 0 {
+		t.Errorf("last_seq = %d after failed appends, want 0 (rolled back)", c.LastSeq)
+	}
+	if got, _ := s.ReadSeq(t.Context(), "c", 1); got != 0 {
+		t.Errorf("sender's read seq = %d, want 0 (rolled back)", got)
+	}
+
+	if err := s.wdb.Delete(&stray).Error; err != nil {
+		t.Fatalf("delete stray row: %v", err)
+	}
+	for i, m := range in {
+		wg.Go(func() { _, _, errs[i] = s.Append(t.Context(), m) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("appends after the repair: %v", err)
+	}
+	wantSeqs(t, mustMessages(t, s, "c", 1, 100), 2)
+	if got, _ := s.ReadSeq(t.Context(), "c", 1); got != 2 {
+		t.Errorf("sender's read seq = %d, want 2", got)
+	}
+}
+
 func testFailedBatchFallback(t *testing.T, h *harness) {
 	s := h.open(t, window(time.Hour), maxBatch(3))
 	addConversation(t, s, "c", "group")
