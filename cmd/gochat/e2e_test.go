@@ -27,7 +27,8 @@ type cluster struct {
 	nodes    []*node
 }
 
-// counter reads a counter's value from the first node running target.
+// counter reads a counter's value, or a histogram's sample count, from the first
+// node running target.
 func (c *cluster) counter(t *testing.T, target, name string) float64 {
 	t.Helper()
 	for _, n := range c.nodes {
@@ -40,6 +41,9 @@ func (c *cluster) counter(t *testing.T, target, name string) float64 {
 		}
 		for _, mf := range mfs {
 			if mf.GetName() == name && len(mf.Metric) > 0 {
+				if h := mf.Metric[0].GetHistogram(); h != nil {
+					return float64(h.GetSampleCount())
+				}
 				return mf.Metric[0].GetCounter().GetValue()
 			}
 		}
@@ -471,7 +475,12 @@ func TestScenarios(t *testing.T) {
 	}{{"all", startAll}, {"split", startSplit}} {
 		t.Run(topo.name, func(t *testing.T) {
 			c := topo.start(t)
-			t.Run("world chat", func(t *testing.T) { worldChat(t, c) })
+			t.Run("world chat", func(t *testing.T) {
+				worldChat(t, c)
+				if commits := c.counter(t, "repo", "gochat_repo_commit_messages"); commits == 0 {
+					t.Fatal("repo observed no committed message batch")
+				}
+			})
 			t.Run("bad input", func(t *testing.T) { badInput(t, c) })
 			t.Run("friends and 1:1", func(t *testing.T) { friendsAndSingles(t, c) })
 			t.Run("groups", func(t *testing.T) {

@@ -443,7 +443,11 @@ func (n *node) buildRepo(ctx context.Context) (component, error) {
 	}
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	st, err := store.Open(octx, n.cfg.Store, ids, n.log)
+	observe, err := repo.StoreMetrics(n.reg)
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.Open(octx, n.cfg.Store, ids, n.log, store.WithCommitObserver(observe))
 	if err != nil {
 		return nil, err
 	}

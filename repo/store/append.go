@@ -204,7 +204,7 @@ func (s *Store) seal(b *batch, own *item, ownCancelled bool) (live []*item, ownW
 // commit writes items in one transaction. If that fails, it writes them one
 // by one, so that one bad message fails only its own caller.
 func (s *Store) commit(ctx context.Context, items []*item) {
-	outs, err := s.writeRetrying(ctx, items)
+	outs, err := s.writeRetrying(ctx, items, false)
 	if err == nil {
 		for i, it := range items {
 			it.out = outs[i]
@@ -218,7 +218,7 @@ func (s *Store) commit(ctx context.Context, items []*item) {
 	s.fallbacks.Add(1)
 	s.log.Warn("append batch failed, committing its messages one by one", "messages", len(items), "err", err)
 	for i, it := range items {
-		outs, err := s.writeRetrying(ctx, items[i:i+1])
+		outs, err := s.writeRetrying(ctx, items[i:i+1], true)
 		if err != nil {
 			it.out = s.failed(ctx, it.msg, err)
 			continue
@@ -245,9 +245,11 @@ func (s *Store) failed(ctx context.Context, m Message, err error) outcome {
 	return outcome{err: fmt.Errorf("append to %s: %w", m.ConversationID, err)}
 }
 
-func (s *Store) writeRetrying(ctx context.Context, items []*item) ([]outcome, error) {
+// writeRetrying writes items, again after a lock conflict; alone says they are one
+// message retried on its own after its batch failed.
+func (s *Store) writeRetrying(ctx context.Context, items []*item, alone bool) ([]outcome, error) {
 	for attempt := 1; ; attempt++ {
-		outs, err := s.write(ctx, items)
+		outs, err := s.write(ctx, items, alone)
 		// No backoff: a deadlock victim retries at once, the winner already
 		// holds what it needs; SQLite's busy_timeout has already waited.
 		if err == nil || attempt == maxAttempts || !isRetryable(err) || ctx.Err() != nil {
@@ -263,7 +265,8 @@ type clientKey struct {
 
 // write runs one transaction for items and returns their outcomes; on error
 // nothing was committed and no outcome is valid.
-func (s *Store) write(ctx context.Context, items []*item) ([]outcome, error) {
+func (s *Store) write(ctx context.Context, items []*item, alone bool) ([]outcome, error) {
+	start := time.Now()
 	outs := make([]outcome, len(items))
 	alias := map[int]int{} // item → earlier item of the same batch with the same client key
 	var inserted int
@@ -403,8 +406,10 @@ func (s *Store) write(ctx context.Context, items []*item) ([]outcome, error) {
 		return nil
 	})
 	if err != nil {
+		s.observe(Commit{Appends: len(items), Duration: time.Since(start), Err: err, Alone: alone})
 		return nil, err
 	}
+	s.observe(Commit{Appends: len(items), Inserted: inserted, Duration: time.Since(start), Alone: alone})
 	for i, j := range alias {
 		o := outs[j]
 		o.dup = o.err == nil

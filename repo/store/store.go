@@ -121,8 +121,27 @@ type Member struct {
 	JoinedAt time.Time
 }
 
-// Stats are cumulative counters of the append path, for metrics (design.md §7,
-// "DB batch sizes"); the caller exports them, so the store needs no registry.
+// Commit describes one attempt at writing a batch of appends in a transaction, for
+// metrics (design.md §7, "DB batch sizes"): the caller exports them through
+// WithCommitObserver, so the store needs no registry.
+type Commit struct {
+	Appends  int           // appends in the batch (duplicates and missing conversations included)
+	Inserted int           // messages inserted; 0 when Err is set
+	Duration time.Duration // BEGIN to COMMIT (or the failure)
+	Err      error         // nil when the transaction committed
+	Alone    bool          // a message retried on its own after its batch failed
+}
+
+// Option configures Open.
+type Option func(*Store)
+
+// WithCommitObserver has fn called after every transaction of the append path,
+// on the committing goroutine; fn must be quick and must not call the Store.
+func WithCommitObserver(fn func(Commit)) Option {
+	return func(s *Store) { s.observe = fn }
+}
+
+// Stats are cumulative counters of the append path.
 type Stats struct {
 	Batches      uint64 // transactions that inserted at least one message
 	Messages     uint64 // messages inserted
@@ -161,6 +180,7 @@ type Store struct {
 	wmu sync.Mutex
 
 	batches, messages, largest, fallbacks atomic.Uint64
+	observe                               func(Commit) // never nil after Open
 
 	// hooks lets in-package tests observe and break the append path.
 	hooks hooks
@@ -175,7 +195,7 @@ type hooks struct {
 // start at once) and ensures the world conversation exists. It starts no
 // goroutines of its own (database/sql runs a connection opener per pool until
 // Close).
-func Open(ctx context.Context, cfg Config, ids *snowflake.Node, log *slog.Logger) (*Store, error) {
+func Open(ctx context.Context, cfg Config, ids *snowflake.Node, log *slog.Logger, opts ...Option) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -193,6 +213,10 @@ func Open(ctx context.Context, cfg Config, ids *snowflake.Node, log *slog.Logger
 		ids:     ids,
 		now:     time.Now,
 		closing: make(chan struct{}),
+		observe: func(Commit) {},
+	}
+	for _, o := range opts {
+		o(s)
 	}
 	gcfg := func() *gorm.Config {
 		return &gorm.Config{

@@ -51,6 +51,7 @@ func contractCases() []contractCase {
 		{"MissingConversationBurnsNoSeq", testMissingConversation},
 		{"FailedBatchFallsBackPerItem", testFailedBatchFallback},
 		{"ConstraintViolationRollsBackBatch", testConstraintViolation},
+		{"CommitObserver", testCommitObserver},
 		{"PanicInBatchDoesNotStrandFollowers", testPanicInBatch},
 		{"FollowerCancelWithdraws", testFollowerCancel},
 		{"LeaderCancelStillCommitsFollowers", testLeaderCancel},
@@ -105,12 +106,17 @@ func (h *harness) config(opts ...func(*Config)) Config {
 
 func (h *harness) open(t *testing.T, opts ...func(*Config)) *Store {
 	t.Helper()
+	return h.openWith(t, nil, opts...)
+}
+
+func (h *harness) openWith(t *testing.T, sopts []Option, opts ...func(*Config)) *Store {
+	t.Helper()
 	h.node++
 	node, err := snowflake.NewNode(h.node)
 	if err != nil {
 		t.Fatalf("snowflake node: %v", err)
 	}
-	s, err := Open(t.Context(), h.config(opts...), node, nil)
+	s, err := Open(t.Context(), h.config(opts...), node, nil, sopts...)
 	if err != nil {
 		t.Fatalf("Open(%s): %v", h.driver, err)
 	}
@@ -661,6 +667,57 @@ func testConstraintViolation(t *testing.T, h *harness) {
 	wantSeqs(t, mustMessages(t, s, "c", 1, 100), 2)
 	if got, _ := s.ReadSeq(t.Context(), "c", 1); got != 2 {
 		t.Errorf("sender's read seq = %d, want 2", got)
+	}
+}
+
+// testCommitObserver follows one batch that fails and its one-by-one retries
+// through WithCommitObserver: every transaction is reported once, with its size
+// and outcome.
+func testCommitObserver(t *testing.T, h *harness) {
+	var mu sync.Mutex
+	var got []Commit
+	s := h.openWith(t, []Option{WithCommitObserver(func(c Commit) {
+		mu.Lock()
+		got = append(got, c)
+		mu.Unlock()
+	})}, window(time.Hour), maxBatch(3))
+	addConversation(t, s, "c", "group")
+	errPoison := errors.New("poisoned")
+	s.hooks.beforeCommit = func(ms []Message) error {
+		for _, m := range ms {
+			if m.Content == "poison" {
+				return errPoison
+			}
+		}
+		return nil
+	}
+	enq := enqueueSignal(s)
+	a := goAppend(t.Context(), s, Message{ConversationID: "c", SenderID: 1, Content: "a"})
+	recv(t, enq)
+	p := goAppend(t.Context(), s, Message{ConversationID: "c", SenderID: 2, Content: "poison"})
+	recv(t, enq)
+	b := goAppend(t.Context(), s, Message{ConversationID: "c", SenderID: 3, Content: "b"})
+	recv(t, a)
+	recv(t, p)
+	recv(t, b)
+
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 4 {
+		t.Fatalf("observed %d commits, want 4 (the batch, then a, poison, b alone): %+v", len(got), got)
+	}
+	want := []struct {
+		appends, inserted int
+		failed, alone     bool
+	}{{3, 0, true, false}, {1, 1, false, true}, {1, 0, true, true}, {1, 1, false, true}}
+	for i, w := range want {
+		c := got[i]
+		if c.Appends != w.appends || c.Inserted != w.inserted || (c.Err != nil) != w.failed || c.Alone != w.alone || c.Duration <= 0 {
+			t.Errorf("commit %d = %+v; want %d appends, %d inserted, failed %v, alone %v, a duration", i, c, w.appends, w.inserted, w.failed, w.alone)
+		}
+		if w.failed && !errors.Is(c.Err, errPoison) {
+			t.Errorf("commit %d error = %v, want %v", i, c.Err, errPoison)
+		}
 	}
 }
 

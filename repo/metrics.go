@@ -1,0 +1,57 @@
+package repo
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gochat/gochat/repo/store"
+)
+
+// StoreMetrics registers the store's group-commit metrics on reg (design.md §7, "DB
+// batch sizes") and returns the observer to open the store with
+// (store.WithCommitObserver):
+//
+//   - gochat_repo_commit_messages: messages inserted per committed transaction;
+//   - gochat_repo_commit_seconds{result}: BEGIN to COMMIT, or to the failure;
+//   - gochat_repo_commit_failures_total{scope}: failed transactions, "batch" for a
+//     whole batch (its messages are then retried one by one) and "alone" for one
+//     such retry.
+func StoreMetrics(reg prometheus.Registerer) (func(store.Commit), error) {
+	messages := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "gochat_repo_commit_messages",
+		Help:    "Messages inserted by one committed group-commit transaction.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 11), // 1 … 1024
+	})
+	seconds := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "gochat_repo_commit_seconds",
+		Help:    "Duration of one group-commit transaction, BEGIN to COMMIT or to its failure.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+	}, []string{"result"})
+	failures := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gochat_repo_commit_failures_total",
+		Help: "Failed group-commit transactions: scope batch (messages retried one by one) or alone (one such retry).",
+	}, []string{"scope"})
+	for _, c := range []prometheus.Collector{messages, seconds, failures} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("repo: register metrics: %w", err)
+		}
+	}
+	ok, failed := seconds.WithLabelValues("ok"), seconds.WithLabelValues("error")
+	batchFailed, aloneFailed := failures.WithLabelValues("batch"), failures.WithLabelValues("alone")
+	return func(c store.Commit) {
+		if c.Err != nil {
+			failed.Observe(c.Duration.Seconds())
+			if c.Alone {
+				aloneFailed.Inc()
+			} else {
+				batchFailed.Inc()
+			}
+			return
+		}
+		ok.Observe(c.Duration.Seconds())
+		if c.Inserted > 0 {
+			messages.Observe(float64(c.Inserted))
+		}
+	}, nil
+}
