@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloudwego/kitex/pkg/kerrors"
@@ -277,22 +279,23 @@ func (g *Gateway) onPush(value []byte) {
 		skip, _ = strconv.ParseUint(id, 10, 64)
 	}
 	frame := wire.Encode("new-message", wire.NewMessage{ConversationID: p.Message.ConversationID, Message: wire.MessageFromPush(p.Message)})
-	var n float64
+	var n atomic.Int64
 	send := func(c *wsnet.Conn) {
 		if c.ID() == skip {
 			return
 		}
 		_ = c.Send(frame)
-		n++
+		n.Add(1)
 	}
 	if len(p.Recipients) == 0 {
-		g.sockets.Each(1, send)
+		// The world room: the shards are walked by one goroutine per core (design §6).
+		g.sockets.Each(runtime.GOMAXPROCS(0), send)
 	} else {
 		for _, uid := range recipients {
 			g.sockets.User(uid, send)
 		}
 	}
-	g.m.out["new-message"].Add(n)
+	g.m.out["new-message"].Add(float64(n.Load()))
 	if p.Message.CreatedAtMs > 0 {
 		g.m.pushSeconds.Observe(time.Since(time.UnixMilli(p.Message.CreatedAtMs)).Seconds())
 	}
