@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -16,38 +15,9 @@ import (
 const gatewayPrefix = "gochat/gateways/"
 
 // registerGateway keeps gatewayPrefix+id alive until ctx is done, then revokes it, so
-// a graceful stop is seen at once and a crash within the lease TTL. It re-registers
-// if the lease is lost (etcd restarted, network partition healed).
-func registerGateway(ctx context.Context, cli *clientv3.Client, id string, ttl time.Duration, log *slog.Logger) error {
-	key := gatewayPrefix + id
-	for {
-		lease, err := cli.Grant(ctx, int64(max(ttl/time.Second, 1)))
-		if err == nil {
-			_, err = cli.Put(ctx, key, time.Now().UTC().Format(time.RFC3339), clientv3.WithLease(lease.ID))
-		}
-		if err == nil {
-			var ch <-chan *clientv3.LeaseKeepAliveResponse
-			if ch, err = cli.KeepAlive(ctx, lease.ID); err == nil {
-				for range ch { // drains until the lease is lost or ctx is done
-				}
-				err = fmt.Errorf("gateway lease %x lost", lease.ID)
-			}
-		}
-		if ctx.Err() != nil {
-			rctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			if lease != nil {
-				_, _ = cli.Revoke(rctx, lease.ID)
-			}
-			cancel()
-			return nil
-		}
-		log.Warn("gateway registration interrupted; retrying", "gateway", id, "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
+// a graceful stop is seen at once and a crash within the lease TTL (holdKey).
+func registerGateway(ctx context.Context, cli *clientv3.Client, id string, ttl time.Duration, log *slog.Logger) {
+	holdKey(ctx, cli, gatewayPrefix+id, time.Now().UTC().Format(time.RFC3339), ttl, log, nil)
 }
 
 // gatewaySet is the set of live gateways, kept current by watching gatewayPrefix.

@@ -8,9 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -119,21 +117,11 @@ func (n *node) closeAll() {
 	}
 }
 
-var registryTTLOnce sync.Once
-
 // Run starts the node's dependencies and components and blocks until ctx is done
 // and everything has drained.
 func (n *node) Run(ctx context.Context) error {
 	defer n.closeAll()
 	start := time.Now()
-
-	// registry-etcd reads its lease TTL from the environment only; set it once per
-	// process from the config (design.md §5: a few seconds, not the 60 s default).
-	registryTTLOnce.Do(func() {
-		if _, ok := os.LookupEnv("KITEX_ETCD_REGISTRY_LEASE_TTL"); !ok {
-			_ = os.Setenv("KITEX_ETCD_REGISTRY_LEASE_TTL", strconv.Itoa(int(max(n.cfg.Etcd.LeaseTTL/time.Second, 1))))
-		}
-	})
 
 	n.etcd = n.cfg.Etcd.Endpoints
 	if len(n.etcd) == 0 {
@@ -280,11 +268,12 @@ func (n *node) serveKitex(ctx context.Context, name, addr string, newServer func
 		_ = std.Close()
 		return fmt.Errorf("listen %s: %w", addr, err)
 	}
-	r, err := etcdreg.NewEtcdRegistry(n.etcd)
+	cli, err := n.etcdClient()
 	if err != nil {
 		_ = ln.Close()
-		return fmt.Errorf("etcd registry: %w", err)
+		return fmt.Errorf("etcd client: %w", err)
 	}
+	r := newKitexRegistry(cli, n.cfg.Etcd.LeaseTTL, n.log)
 	exit := make(chan error, 1)
 	svr := newServer(
 		server.WithListener(ln),
@@ -385,7 +374,7 @@ func (n *node) build(ctx context.Context, target string) (component, error) {
 				defer wg.Done()
 				select {
 				case <-g.Ready():
-					_ = registerGateway(regCtx, cli, g.ID(), n.cfg.Etcd.LeaseTTL, log)
+					registerGateway(regCtx, cli, g.ID(), n.cfg.Etcd.LeaseTTL, log)
 				case <-regCtx.Done():
 				}
 			}()
