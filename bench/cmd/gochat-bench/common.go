@@ -7,8 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -156,10 +158,19 @@ func scrape(ctx context.Context, admin string) (gwMetrics, error) {
 		if p, hit := want[name]; ok && hit {
 			if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
 				*p = v
+				delete(want, name)
 			}
 		}
 	}
-	return m, sc.Err()
+	if err := sc.Err(); err != nil {
+		return m, fmt.Errorf("scrape %s: %w", admin, err)
+	}
+	// A gauge that is missing is not zero: a process out of file descriptors, for
+	// one, cannot open /proc/self/stat and drops process_resident_memory_bytes.
+	if len(want) > 0 {
+		return m, fmt.Errorf("scrape %s: /metrics lacks %s", admin, strings.Join(slices.Sorted(maps.Keys(want)), ", "))
+	}
+	return m, nil
 }
 
 // parseRate accepts "1000" or "1k"/"10k"/"1.5m".

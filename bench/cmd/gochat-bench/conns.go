@@ -225,10 +225,12 @@ func runConns(args []string, stdout, stderr io.Writer) error {
 	}
 	var rows []gwRow
 	worstRSS, worstHeap := 0.0, 0.0
+	var unmeasured []string // why a gateway's memory per socket is unknown
 	for i, a := range c.adm {
 		m, err := scrape(ctx, a)
 		if err != nil {
-			return err
+			unmeasured = append(unmeasured, err.Error())
+			continue
 		}
 		row := gwRow{Admin: a, Connections: m.Connections, Goroutines: m.Goroutines,
 			RSSDeltaMB: (m.RSS - before[i].RSS) / 1e6, HeapDeltaMB: (m.HeapInuse - before[i].HeapInuse) / 1e6}
@@ -236,6 +238,9 @@ func runConns(args []string, stdout, stderr io.Writer) error {
 			row.RSSPerConnKB = (m.RSS - before[i].RSS) / conns / 1024
 			row.HeapPerConnKB = (m.HeapInuse - before[i].HeapInuse) / conns / 1024
 			worstRSS, worstHeap = max(worstRSS, row.RSSPerConnKB), max(worstHeap, row.HeapPerConnKB)
+			if row.RSSPerConnKB <= 0 {
+				unmeasured = append(unmeasured, fmt.Sprintf("%s: RSS fell by %.1f MB while it gained %.0f sockets", a, -row.RSSDeltaMB, conns))
+			}
 		}
 		rows = append(rows, row)
 	}
@@ -257,10 +262,13 @@ func runConns(args []string, stdout, stderr io.Writer) error {
 	} else {
 		r.Notes = append(r.Notes, fmt.Sprintf("-n %d: the 300,000-connection target needs -n 300000", *n))
 	}
-	if rows != nil {
+	switch {
+	case len(unmeasured) > 0:
+		r.AddUnmeasured("gateway RSS per idle socket (worst gateway)", "<=", 2, "KiB", strings.Join(unmeasured, "; "))
+	case rows != nil:
 		r.AddTarget("gateway RSS per idle socket (worst gateway)", "<=", 2, worstRSS, "KiB")
 		r.Notes = append(r.Notes, fmt.Sprintf("Go heap in use per idle socket (worst gateway): %.2f KiB", worstHeap))
-	} else {
+	default:
 		r.Notes = append(r.Notes, "no -admins: gateway memory not measured")
 	}
 	for _, k := range kids {

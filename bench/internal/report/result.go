@@ -146,6 +146,12 @@ func (r *Result) AddTarget(name, op string, threshold, value float64, unit strin
 	r.Targets = append(r.Targets, t)
 }
 
+// AddUnmeasured records a target the run could not measure, as failed, with the
+// reason: an unmeasured target must never read as met.
+func (r *Result) AddUnmeasured(name, op string, threshold float64, unit, reason string) {
+	r.Targets = append(r.Targets, Target{Name: name, Op: op, Threshold: threshold, Unit: unit, Note: "not measured: " + reason})
+}
+
 // AddNote appends a free-text remark (warnings, anomalies) to the record.
 func (r *Result) AddNote(format string, args ...any) {
 	r.Notes = append(r.Notes, fmt.Sprintf(format, args...))

@@ -62,6 +62,21 @@ func TestAddTargetUnknownOp(t *testing.T) {
 	}
 }
 
+func TestAddUnmeasured(t *testing.T) {
+	r := New("x")
+	r.AddUnmeasured("rss", "<=", 2, "KiB", "/metrics lacks process_resident_memory_bytes")
+	tg := r.Targets[0]
+	if tg.Pass || r.Passed() {
+		t.Fatalf("unmeasured target passes: %+v", tg)
+	}
+	if want := "FAIL rss <= 2: 0 KiB (not measured: /metrics lacks process_resident_memory_bytes)"; tg.Line() != want {
+		t.Errorf("Line() = %q, want %q", tg.Line(), want)
+	}
+	if _, _, err := r.Write(t.TempDir()); err != nil {
+		t.Errorf("Write: %v", err)
+	}
+}
+
 func TestPassed(t *testing.T) {
 	r := New("x")
 	if !r.Passed() {
