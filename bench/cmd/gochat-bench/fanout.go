@@ -29,7 +29,7 @@ func runFanout(args []string, stdout, stderr io.Writer) error {
 	probeRateS := fs.String("probe-rate", "2", "latency phase: messages per second")
 	msgs := fs.Int("messages", 100, "flood phase: messages the sender posts (0 = no flood)")
 	rateS := fs.String("rate", "20", "flood phase: messages per second (each one goes to every receiver)")
-	wait := fs.Duration("wait", 10*time.Second, "how long after a phase's last send to wait for stragglers")
+	wait := fs.Duration("wait", 10*time.Second, "after a phase's last send, how long without a new delivery before the missing ones count as lost")
 	if err := c.parse(fs, args); err != nil {
 		return err
 	}
@@ -111,7 +111,8 @@ func runFanout(args []string, stdout, stderr io.Writer) error {
 		return fmt.Sprintf("fanout: delivered %d of %d (%.0f/s) lost sockets %d", d, int64(*n)*int64(total), meter.Rate(), f.lostSocket.Load())
 	})
 	// phase sends messages [from, from+count) at rate and waits until the room has them
-	// (or -wait passed); it returns the first send time and how many were delivered.
+	// (or none arrived for -wait); it returns the first send time and how many were
+	// delivered.
 	phase := func(from, count int, rate float64) (time.Time, int64, error) {
 		pace, err := stats.NewPacer(rate, time.Now().Add(50*time.Millisecond))
 		if err != nil {
@@ -129,10 +130,15 @@ func runFanout(args []string, stdout, stderr io.Writer) error {
 				return first, 0, fmt.Errorf("send: %w", err)
 			}
 		}
+		// Slow is not lost: wait while deliveries keep coming, and count what is still
+		// missing once none arrived for -wait.
 		want := before + int64(*n)*int64(count)
-		deadline := time.Now().Add(*wait)
-		for delivered.Load() < want && time.Now().Before(deadline) {
+		seen, deadline := delivered.Load(), time.Now().Add(*wait)
+		for seen < want && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
+			if d := delivered.Load(); d > seen {
+				seen, deadline = d, time.Now().Add(*wait)
+			}
 		}
 		return first, delivered.Load() - before, nil
 	}
