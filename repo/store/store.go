@@ -136,9 +136,14 @@ type Commit struct {
 type Option func(*Store)
 
 // WithCommitObserver has fn called after every transaction of the append path,
-// on the committing goroutine; fn must be quick and must not call the Store.
+// on the committing goroutine; fn must be quick and must not call the Store. A nil
+// fn observes nothing.
 func WithCommitObserver(fn func(Commit)) Option {
-	return func(s *Store) { s.observe = fn }
+	return func(s *Store) {
+		if fn != nil {
+			s.observe = fn
+		}
+	}
 }
 
 // Stats are cumulative counters of the append path.
