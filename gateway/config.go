@@ -3,8 +3,10 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"regexp"
+	"syscall"
 	"time"
 )
 
@@ -29,8 +31,12 @@ type Config struct {
 	IdleTimeout      time.Duration `yaml:"idle_timeout"`   // close a socket silent this long
 	SendQueue        int           `yaml:"send_queue"`     // frames queued per socket before it is closed
 	MaxHandshakes    int           `yaml:"max_handshakes"` // concurrent upgrades
-	CloseGrace       time.Duration `yaml:"close_grace"`    // shutdown: time for close frames to go out
-	RouteRefresh     time.Duration `yaml:"route_refresh"`  // heartbeat of this gateway's routes (they expire after 90 s)
+	// MaxConns caps the TCP connections held at once (WebSocket, HTTP, not yet
+	// classified); one over it is closed as soon as it is accepted. 0: the process's
+	// open-file limit minus fdReserve, which keeps descriptors for RPC, store and etcd.
+	MaxConns     int           `yaml:"max_conns"`
+	CloseGrace   time.Duration `yaml:"close_grace"`   // shutdown: time for close frames to go out
+	RouteRefresh time.Duration `yaml:"route_refresh"` // heartbeat of this gateway's routes (they expire after 90 s)
 }
 
 // Default is the single-machine configuration.
@@ -90,8 +96,29 @@ func (c Config) Validate() error {
 	if c.IdleTimeout <= c.PingInterval {
 		errs = append(errs, errors.New("gateway.idle_timeout must be longer than gateway.ping_interval"))
 	}
+	if c.MaxConns < 0 {
+		errs = append(errs, errors.New("gateway.max_conns must not be negative (0: derived from the open-file limit)"))
+	}
 	if c.SendQueue < 1 || c.MaxHandshakes < 1 || c.Shards < 1 {
 		errs = append(errs, errors.New("gateway.send_queue, max_handshakes and shards must be positive"))
 	}
 	return errors.Join(errs...)
+}
+
+// fdReserve is how many file descriptors a derived max_conns leaves to the rest of
+// the process. In -target=all that includes both ends of every pooled Kitex loopback
+// connection: with 20,000 open files, 18,000 sockets worked and 20,000 did not.
+const fdReserve = 1024
+
+// maxConns is c.MaxConns, or the open-file limit minus fdReserve when it is 0 (at
+// least 64; no cap when the limit cannot be read or is unlimited).
+func (c Config) maxConns() int {
+	if c.MaxConns > 0 {
+		return c.MaxConns
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > math.MaxInt32 {
+		return 0
+	}
+	return max(int(lim.Cur)-fdReserve, 64)
 }

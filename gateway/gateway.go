@@ -138,6 +138,7 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		Path: cfg.WSPath, MaxFrame: cfg.MaxFrame, HandshakeTimeout: cfg.HandshakeTimeout,
 		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, PingInterval: cfg.PingInterval,
 		IdleTimeout: cfg.IdleTimeout, SendQueue: cfg.SendQueue, MaxHandshakes: cfg.MaxHandshakes,
+		MaxConns: cfg.maxConns(),
 	}, (*wsHandler)(g))
 	g.auth = newBatcher(authWorkers, batchMax, g.authBatch)
 	g.connect = newBatcher(connectWorkers, batchMax, g.connectBatch)
@@ -251,7 +252,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 			return err
 		}
 	})
-	g.log.Info("gateway listening", "addr", ln.Addr().String(), "ws", g.cfg.WSPath)
+	g.log.Info("gateway listening", "addr", ln.Addr().String(), "ws", g.cfg.WSPath, "max_conns", g.cfg.maxConns())
 	h.Spin()
 	return runErr
 }

@@ -73,6 +73,9 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
 			Name: "gochat_gateway_handshake_timeouts_total", Help: "Connections closed for not completing a request head or upgrade in time.",
 		}, func() float64 { return float64(g.ws.Stats().HandshakeTimeouts) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "gochat_gateway_connections_refused_total", Help: "TCP connections closed at accept because gateway.max_conns were held.",
+		}, func() float64 { return float64(g.ws.Stats().Refused) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "gochat_gateway_ws_frames_in_total", Help: "WebSocket frames read (all opcodes).",
 		}, func() float64 { return float64(g.ws.Stats().FramesIn) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{

@@ -49,6 +49,13 @@ type Config struct {
 	// one over the cap is answered 503 at once. Default 1024.
 	MaxHandshakes int
 
+	// MaxConns caps the TCP connections the server holds at once: WebSockets, HTTP
+	// keep-alives and connections not yet classified. A connection accepted over the
+	// cap is closed at once and counted in Stats.Refused, so that a flood of
+	// connections cannot use up the file descriptors the rest of the process (RPC
+	// clients, store, etcd, admin) needs. Zero means no cap.
+	MaxConns int
+
 	// CloseGrace is how long the peer has to answer a close frame the server sent
 	// before the TCP connection is closed anyway; Shutdown waits at most this long
 	// for the close handshakes. Default 1s.

@@ -135,6 +135,8 @@ type Server struct {
 	shards [nShards]shard
 
 	open       atomic.Int64  // registered, not yet closed connections (Conns)
+	tcp        atomic.Int64  // accepted, not yet closed TCP connections, counted when MaxConns > 0
+	refused    atomic.Uint64 // connections closed at accept because MaxConns were held
 	pending    atomic.Int64  // accepted, not yet classified connections (Pending)
 	acceptSeq  atomic.Uint64 // accepted connections, spreads pending records over shards
 	handshakes atomic.Int64  // upgrade requests between sniff and 101/refusal
@@ -191,6 +193,10 @@ type Stats struct {
 	// Rejected). A connection handed to Hertz is never counted here.
 	HandshakeTimeouts uint64
 
+	// Refused counts connections closed as soon as they were accepted because
+	// Config.MaxConns TCP connections were already held.
+	Refused uint64
+
 	// Closes counts ended connections by the code given to OnClose (1006: the TCP
 	// connection dropped without a close frame). Only codes seen are present.
 	Closes map[int]uint64
@@ -200,7 +206,7 @@ type Stats struct {
 func (s *Server) Stats() Stats {
 	st := Stats{
 		Upgrades: s.upgrades.Load(), Rejected: s.rejected.Load(),
-		HandshakeTimeouts: s.handshakeTimeouts.Load(), Closes: map[int]uint64{},
+		HandshakeTimeouts: s.handshakeTimeouts.Load(), Refused: s.refused.Load(), Closes: map[int]uint64{},
 	}
 	for i := range s.shards {
 		sh := &s.shards[i]

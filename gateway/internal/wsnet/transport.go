@@ -168,6 +168,9 @@ func (t *transporter) Shutdown(ctx context.Context) error {
 // the handshake deadline.
 func (t *transporter) prepare(c netpoll.Connection) context.Context {
 	ctx := context.Background()
+	if !t.srv.admit(c) {
+		return ctx // closed: netpoll does not register it, so no OnRequest follows
+	}
 	if t.onAccept != nil {
 		if hc, ok := hertzConn(c); ok {
 			ctx = t.onAccept(hc)
@@ -192,6 +195,24 @@ func (t *transporter) prepare(c netpoll.Connection) context.Context {
 		s.addPending(&sl.pend)
 	}
 	return context.WithValue(ctx, slotKey{}, sl)
+}
+
+// admit counts an accepted connection against MaxConns until it closes, or closes it
+// at once when the cap is reached.
+func (s *Server) admit(c netpoll.Connection) bool {
+	if s.cfg.MaxConns <= 0 {
+		return true
+	}
+	if s.tcp.Add(1) > int64(s.cfg.MaxConns) {
+		s.tcp.Add(-1)
+		s.refused.Add(1)
+		_ = c.Close()
+		return false
+	}
+	if err := c.AddCloseCallback(func(netpoll.Connection) error { s.tcp.Add(-1); return nil }); err != nil {
+		s.tcp.Add(-1) // not counted, as it will not be uncounted
+	}
+	return true
 }
 
 // onRequest is netpoll's OnRequest: it runs whenever the connection has unread input
