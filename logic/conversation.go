@@ -238,7 +238,8 @@ func (l *Logic) finishSend(start time.Time, req *logicapi.SendReq, resp *repoapi
 	l.sendSeconds.Observe(sinceSeconds(start))
 	// A duplicate is pushed again too: the first attempt may have been stored by a
 	// logic that died before publishing. Gateways drop a delivery they already made
-	// (same message, same recipient), so a resend still reaches each user once.
+	// (same message, same recipient), so a resend still reaches each user once; its
+	// push leaves out the sender, whose sockets the first push serves (pushJob.dup).
 	j := messageJob(resp.Message, req.OriginConn)
 	j.dup = resp.Duplicate
 	l.fanout.enqueue(j)

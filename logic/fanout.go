@@ -30,7 +30,11 @@ type pushJob struct {
 	// dup marks the push of a resend that found the message stored. A resend that
 	// raced the first send completes in the same group commit; its push must not go
 	// first, or gateways would deliver to every socket of the sender (a resend over
-	// HTTP has no origin to skip) and drop the first push as already made.
+	// HTTP has no origin to skip) and drop the first push as already made. Jobs
+	// queued from different gateways' batches can still arrive in either order, so a
+	// resend's push also leaves the sender out of its recipients: the sender's other
+	// sockets get the message from the first push, and a gateway that saw only the
+	// resend's push does not count the sender as served.
 	dup      bool
 	presence *pushq.Presence // presence jobs
 }
@@ -394,6 +398,9 @@ func (f *fanout) routes(ctx context.Context, users []int64) (map[int64][]string,
 func (f *fanout) routed(out []pushq.Record, j pushJob, recipients []int64, routes map[int64][]string) []pushq.Record {
 	byGateway := map[string][]int64{}
 	for _, uid := range recipients {
+		if j.dup && uid == j.msg.SenderId {
+			continue // see pushJob.dup
+		}
 		for _, gw := range routes[uid] {
 			if f.gateways != nil && !f.gateways.Alive(gw) {
 				f.deadRoutes.Inc()

@@ -150,6 +150,50 @@ func TestDoBatchOneRouteLookup(t *testing.T) {
 	}
 }
 
+// A resend's push leaves the sender out: whichever of the two pushes of a message a
+// gateway sees first, the sender's other sockets get it from the first store's push
+// only (in TestFailureConcurrentResend/split the resend's push came first on one
+// gateway and the sender's two sockets both got the message).
+func TestDoBatchResendSkipsSender(t *testing.T) {
+	repo := &countingRepo{
+		members:     map[string][]int64{"single_aaaa": {1, 2}, "group_9": {1, 2, 3}},
+		routes:      map[int64][]string{1: {"gw-a", "gw-b"}, 2: {"gw-b"}, 3: {"gw-a"}},
+		listMembers: map[string]int{},
+	}
+	pub := &capturePub{topics: map[string][]pushq.Push{}}
+	f, err := newFanout(Default(), repo, pub, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := func(conv string, dup bool) pushJob {
+		j := messageJob(&repoapi.Message{Id: 5, ConversationId: conv, Seq: 1, SenderId: 1}, "gw-a/1")
+		j.dup = dup
+		return j
+	}
+	f.doBatch([]pushJob{job("single_aaaa", true), job("group_9", true)})
+	f.doBatch([]pushJob{job("single_aaaa", false)})
+	type rec struct {
+		conv string
+		to   []int64
+	}
+	for topic, want := range map[string][]rec{
+		// resends: 1:1 only the peer, the group everyone but the sender; then the
+		// first store's push reaches the sender's sockets on both gateways
+		pushq.GatewayTopic("gw-a"): {{"group_9", []int64{3}}, {"single_aaaa", []int64{1}}},
+		pushq.GatewayTopic("gw-b"): {{"single_aaaa", []int64{2}}, {"group_9", []int64{2}}, {"single_aaaa", []int64{1, 2}}},
+	} {
+		got := pub.topics[topic]
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d records %+v, want %+v", topic, len(got), got, want)
+		}
+		for i, w := range want {
+			if got[i].Message.ConversationID != w.conv || !slices.Equal(got[i].Recipients, w.to) {
+				t.Errorf("%s record %d: %s to %v, want %s to %v", topic, i, got[i].Message.ConversationID, got[i].Recipients, w.conv, w.to)
+			}
+		}
+	}
+}
+
 // Presence changes of one batch cost one peers lookup and one route lookup; each
 // user's gateways get a presence record for exactly that user's peers.
 func TestDoBatchPresenceOneLookup(t *testing.T) {
