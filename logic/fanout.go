@@ -368,7 +368,7 @@ func (f *fanout) presencePeers(batch []pushJob) (map[int64][]int64, error) {
 // resolve here without holding up this shard, so task pages through them (design.md
 // §2 step 5).
 func (f *fanout) handToTask(j pushJob) {
-	job := pushq.FanoutJob{Message: pushMessage(j.msg), OriginConn: j.origin}
+	job := pushq.FanoutJob{Message: pushMessage(j.msg), OriginConn: j.origin, Resend: j.dup}
 	value, err := job.Encode()
 	if err != nil {
 		f.drop(j, "encode fan-out job", err)

@@ -109,6 +109,9 @@ func (t *Task) pushPage(ctx context.Context, job pushq.FanoutJob, ids []int64) e
 	}
 	byGateway := map[string][]int64{}
 	for uid, gws := range routes.Routes {
+		if job.Resend && uid == job.Message.SenderID {
+			continue // a resend's pushes leave out the sender (pushq.FanoutJob.Resend)
+		}
 		for _, gw := range gws {
 			if t.gateways == nil || t.gateways.Alive(gw) {
 				byGateway[gw] = append(byGateway[gw], uid)

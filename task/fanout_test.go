@@ -145,7 +145,11 @@ func runFanout(t *testing.T, repo *fakeRepo, bus *pushq.Memory) {
 
 func publishJob(t *testing.T, bus *pushq.Memory, id int64) {
 	t.Helper()
-	j := pushq.FanoutJob{Message: pushq.Message{ID: id, ConversationID: "group_9", Seq: 1, SenderID: 1, Content: "x"}}
+	publish(t, bus, pushq.FanoutJob{Message: pushq.Message{ID: id, ConversationID: "group_9", Seq: 1, SenderID: 1, Content: "x"}})
+}
+
+func publish(t *testing.T, bus *pushq.Memory, j pushq.FanoutJob) {
+	t.Helper()
 	v, err := j.Encode()
 	if err != nil {
 		t.Fatal(err)
@@ -240,6 +244,39 @@ func TestLargeGroupFanoutResumes(t *testing.T) {
 	runFanout(t, repo, bus)
 	publishJob(t, bus, 5)
 	wantDelivered(t, r, 300)
+}
+
+// A resend's job reaches every online member but the sender (user 4 here).
+func TestLargeGroupResendSkipsSender(t *testing.T) {
+	bus := pushq.NewMemory()
+	t.Cleanup(func() { _ = bus.Close() })
+	r := &received{got: map[string][]int64{}}
+	for _, gw := range []string{"gw-0", "gw-1", "gw-2"} {
+		r.sub(t, bus, gw)
+	}
+	runFanout(t, newFakeRepo(600), bus)
+	publish(t, bus, pushq.FanoutJob{Resend: true, Message: pushq.Message{ID: 9, ConversationID: "group_9", Seq: 1, SenderID: 4, Content: "x"}})
+	var want []int64
+	for u := int64(1); u <= 600; u++ {
+		if u%7 != 0 && u%3 != 2 && u != 4 {
+			want = append(want, u)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for r.total() < len(want) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var got []int64
+	for _, uids := range r.got {
+		got = append(got, uids...)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("delivered to %d users (sender included: %v), want the %d online members but the sender",
+			len(got), slices.Contains(got, 4), len(want))
+	}
 }
 
 func TestMalformedJobSkipped(t *testing.T) {

@@ -142,6 +142,9 @@ func (p Push) validateRecipients() error {
 type FanoutJob struct {
 	Message    Message `json:"msg"`
 	OriginConn string  `json:"origin,omitempty"`
+	// Resend marks the job of a resend that found the message stored: its pushes
+	// leave out the sender, whose sockets the first job serves.
+	Resend bool `json:"resend,omitempty"`
 }
 
 // Key is the partition key: the conversation id (jobs of one conversation in order).
