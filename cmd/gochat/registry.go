@@ -18,8 +18,8 @@ import (
 // the lease so that the key goes at once. When the lease is lost (keepalives starved
 // past the TTL on a saturated machine, etcd restarted or unreachable for a while) it
 // grants a new lease and puts the key again: at once, then every retryEvery while
-// that fails, for as long as ctx lives. If first is not nil it receives the outcome of the first attempt, and a
-// failed first attempt ends holdKey.
+// that fails, for as long as ctx lives. If first is not nil it receives the outcome
+// of the first attempt, and a failed first attempt ends holdKey.
 func holdKey(ctx context.Context, cli *clientv3.Client, key, val string, ttl time.Duration, log *slog.Logger, first chan<- error) {
 	for attempt := 0; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, max(ttl, 3*time.Second))
@@ -79,7 +79,7 @@ func revoke(cli *clientv3.Client, lease *clientv3.LeaseGrantResponse) {
 // registered with holdKey. registry-etcd's own registry looks for a lost key only every
 // 30 s and stops looking after 5 failed looks, which left a logic or repo instance
 // whose lease expired under load out of rotation for up to 30 s, or for good after an
-// etcd outage of about a minute. It also shares the node's etcd client instead of
+// etcd outage of about a minute. Ours also shares the node's etcd client instead of
 // dialling one per server that is never closed.
 type kitexRegistry struct {
 	cli *clientv3.Client
