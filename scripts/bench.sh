@@ -120,8 +120,8 @@ bench() {
 case $scenario in
 conns)
 	# One all-mode process holds every socket, its Kitex loopback pools (both ends),
-	# etcd and the store under this machine's 20,000 open files: at 20,000 sockets the
-	# gateway runs out (accept: too many open files) and ~100 handshakes time out.
+	# etcd and the store under this machine's 20,000 open files: its gateway holds
+	# gateway.max_conns = 20,000 − 1,024 and closes the rest at accept.
 	if [[ $topology == all ]]; then bench conns -n 18000; else bench conns -n 20000; fi
 	;;
 latency) bench latency -rate 2000 -pairs 100 -groups 10 -idle 5000 ;;
