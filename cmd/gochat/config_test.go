@@ -80,7 +80,7 @@ func TestLoadRejects(t *testing.T) {
 		env     []string
 		errPart string
 	}{
-		{"unknown yaml key", []string{"-config", "FILE:gateway:\n  max_conns: 5\n"}, nil, "max_conns"},
+		{"unknown yaml key", []string{"-config", "FILE:gateway:\n  max_sockets: 5\n"}, nil, "max_sockets"},
 		{"unknown env", nil, []string{"GOCHAT_GATEWAY_ADRR=:1"}, "GOCHAT_GATEWAY_ADRR"},
 		{"bad duration", []string{"-gateway.ping_interval", "soon"}, nil, "ping_interval"},
 		{"bad target", []string{"-target", "gateway,web"}, nil, "unknown target"},
