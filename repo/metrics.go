@@ -15,8 +15,8 @@ import (
 //   - gochat_repo_commit_messages: messages inserted per committed transaction;
 //   - gochat_repo_commit_seconds{result}: BEGIN to COMMIT, or to the failure;
 //   - gochat_repo_commit_failures_total{scope}: failed transactions, "batch" for a
-//     whole batch (its messages are then retried one by one) and "alone" for one
-//     such retry.
+//     batch's (retried whole after a lock conflict, else message by message) and
+//     "alone" for one message's retry on its own.
 func StoreMetrics(reg prometheus.Registerer) (func(store.Commit), error) {
 	messages := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "gochat_repo_commit_messages",
@@ -30,7 +30,7 @@ func StoreMetrics(reg prometheus.Registerer) (func(store.Commit), error) {
 	}, []string{"result"})
 	failures := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gochat_repo_commit_failures_total",
-		Help: "Failed group-commit transactions: scope batch (messages retried one by one) or alone (one such retry).",
+		Help: "Failed group-commit transactions: scope batch (retried whole after a lock conflict, else message by message) or alone (one message retried on its own).",
 	}, []string{"scope"})
 	for _, c := range []prometheus.Collector{messages, seconds, failures} {
 		if err := reg.Register(c); err != nil {

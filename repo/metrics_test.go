@@ -30,7 +30,7 @@ func TestStoreMetrics(t *testing.T) {
 		observe(c)
 	}
 	want := `
-# HELP gochat_repo_commit_failures_total Failed group-commit transactions: scope batch (messages retried one by one) or alone (one such retry).
+# HELP gochat_repo_commit_failures_total Failed group-commit transactions: scope batch (retried whole after a lock conflict, else message by message) or alone (one message retried on its own).
 # TYPE gochat_repo_commit_failures_total counter
 gochat_repo_commit_failures_total{scope="alone"} 1
 gochat_repo_commit_failures_total{scope="batch"} 1
