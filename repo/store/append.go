@@ -275,11 +275,7 @@ func (s *Store) write(ctx context.Context, items []*item, alone bool) ([]outcome
 		clear(alias)
 
 		// 1. De-duplicate against stored messages and within the batch.
-		lookup := lookupClientKeys
-		if s.driver == DriverSQLite {
-			lookup = sqliteLookupClientKeys
-		}
-		stored, err := lookup(tx, items)
+		stored, err := s.lookupClientKeys(tx, items)
 		if err != nil {
 			return err
 		}
@@ -534,7 +530,7 @@ func compareMemberKeys(a, b memberKey) int {
 
 // lookupClientKeys loads the stored messages whose (sender_id, client_msg_id)
 // matches an item's.
-func lookupClientKeys(tx *gorm.DB, items []*item) (map[clientKey]messageRow, error) {
+func (s *Store) lookupClientKeys(tx *gorm.DB, items []*item) (map[clientKey]messageRow, error) {
 	var pairs [][]any
 	for _, it := range items {
 		if it.msg.ClientMsgID != "" {
@@ -545,10 +541,16 @@ func lookupClientKeys(tx *gorm.DB, items []*item) (map[clientKey]messageRow, err
 		return nil, nil
 	}
 	var rows []messageRow
-	// A row-value IN is an index range scan on uk_messages_sender_client_msg
-	// in both engines, unlike sender_id IN (…) AND client_msg_id IN (…),
-	// which matches the cross product when clients reuse ids such as "1".
-	if err := tx.Where("(sender_id, client_msg_id) IN ?", pairs).Find(&rows).Error; err != nil {
+	var err error
+	if s.driver == DriverSQLite {
+		rows, err = sqliteFindClientKeys(tx, pairs)
+	} else {
+		// A row-value IN is an index range scan on uk_messages_sender_client_msg,
+		// unlike sender_id IN (…) AND client_msg_id IN (…), which matches the
+		// cross product when clients reuse ids such as "1".
+		err = tx.Where("(sender_id, client_msg_id) IN ?", pairs).Find(&rows).Error
+	}
+	if err != nil {
 		return nil, fmt.Errorf("look up client message ids: %w", err)
 	}
 	stored := make(map[clientKey]messageRow, len(rows))

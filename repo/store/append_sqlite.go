@@ -37,35 +37,17 @@ const (
 		WHERE conversation_members.conversation_id = j.value->>0 AND conversation_members.user_id = j.value->>1`
 )
 
-// sqliteLookupClientKeys is lookupClientKeys on SQLite: one probe of
+// sqliteFindClientKeys is lookupClientKeys' query on SQLite: one probe of
 // uk_messages_sender_client_msg per (sender, client id) pair. CROSS JOIN keeps
 // json_each as the outer loop.
-func sqliteLookupClientKeys(tx *gorm.DB, items []*item) (map[clientKey]messageRow, error) {
-	var pairs [][2]any
-	for _, it := range items {
-		if it.msg.ClientMsgID != "" {
-			pairs = append(pairs, [2]any{it.msg.SenderID, it.msg.ClientMsgID})
-		}
-	}
-	if len(pairs) == 0 {
-		return nil, nil
-	}
+func sqliteFindClientKeys(tx *gorm.DB, pairs [][]any) ([]messageRow, error) {
 	arg, err := json.Marshal(pairs)
 	if err != nil {
 		return nil, fmt.Errorf("encode client message ids: %w", err)
 	}
 	var rows []messageRow
-	if err := tx.Raw(sqliteLookupSQL, string(arg)).
-		Scan(&rows).Error; err != nil {
-		return nil, fmt.Errorf("look up client message ids: %w", err)
-	}
-	stored := make(map[clientKey]messageRow, len(rows))
-	for _, r := range rows {
-		if r.ClientMsgID != nil {
-			stored[clientKey{r.SenderID, *r.ClientMsgID}] = r
-		}
-	}
-	return stored, nil
+	err = tx.Raw(sqliteLookupSQL, string(arg)).Scan(&rows).Error
+	return rows, err
 }
 
 // sqliteAdvanceConversations is advanceConversations plus the read-back of last_seq,

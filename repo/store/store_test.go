@@ -682,15 +682,7 @@ func testCommitObserver(t *testing.T, h *harness) {
 		mu.Unlock()
 	})}, window(time.Hour), maxBatch(3))
 	addConversation(t, s, "c", "group")
-	errPoison := errors.New("poisoned")
-	s.hooks.beforeCommit = func(ms []Message) error {
-		for _, m := range ms {
-			if m.Content == "poison" {
-				return errPoison
-			}
-		}
-		return nil
-	}
+	errPoison := poison(s)
 	enq := enqueueSignal(s)
 	a := goAppend(t.Context(), s, Message{ConversationID: "c", SenderID: 1, Content: "a"})
 	recv(t, enq)
@@ -721,12 +713,9 @@ func testCommitObserver(t *testing.T, h *harness) {
 	}
 }
 
-func testFailedBatchFallback(t *testing.T, h *harness) {
-	s := h.open(t, window(time.Hour), maxBatch(3))
-	addConversation(t, s, "c", "group")
-	for _, u := range []int64{1, 2, 3} {
-		addMember(t, s, "c", u)
-	}
+// poison makes every batch holding a message with content "poison" fail inside its
+// transaction, after the INSERT, with the returned error.
+func poison(s *Store) error {
 	errPoison := errors.New("poisoned")
 	s.hooks.beforeCommit = func(ms []Message) error {
 		for _, m := range ms {
@@ -736,6 +725,16 @@ func testFailedBatchFallback(t *testing.T, h *harness) {
 		}
 		return nil
 	}
+	return errPoison
+}
+
+func testFailedBatchFallback(t *testing.T, h *harness) {
+	s := h.open(t, window(time.Hour), maxBatch(3))
+	addConversation(t, s, "c", "group")
+	for _, u := range []int64{1, 2, 3} {
+		addMember(t, s, "c", u)
+	}
+	errPoison := poison(s)
 	enq := enqueueSignal(s)
 
 	a := goAppend(t.Context(), s, Message{ConversationID: "c", SenderID: 1, ClientMsgID: "a", Content: "a"})

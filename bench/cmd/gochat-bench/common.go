@@ -34,6 +34,15 @@ type common struct {
 	apis []*api // one per gateway: setup reuses their connections
 }
 
+// newFlags is a subcommand's flag set, errors to stderr, with the common flags.
+func newFlags(name string, stderr io.Writer) (*flag.FlagSet, *common) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c := &common{}
+	c.register(fs)
+	return fs, c
+}
+
 func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.gateways, "gateways", "127.0.0.1:8080", "comma list of gateway host:port (HTTP API and /ws); sockets are spread round-robin")
 	fs.StringVar(&c.admins, "admins", "", "comma list of the gateways' admin host:port, same order, for RSS and heap from /metrics (empty: not measured)")

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -47,10 +46,7 @@ type workerReport struct {
 // several gateways, opened by worker processes (≤19,000 sockets each) with frugal epoll
 // clients from many source addresses; then held idle while gateway memory is read.
 func runConns(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("conns", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c common
-	c.register(fs)
+	fs, c := newFlags("conns", stderr)
 	n := fs.Int("n", 1000, "sockets to open in all")
 	procs := fs.Int("procs", 0, "worker processes (0 = enough for 19,000 sockets each)")
 	users := fs.Int("users", 200, "accounts to spread the sockets over when tokens come from the guest API (no -secret)")
@@ -78,7 +74,7 @@ func runConns(args []string, stdout, stderr io.Writer) error {
 	var tokens []string
 	if c.secret == "" {
 		r.Config["users"] = *users
-		accts, err := makeAccounts(ctx, &c, *users, 0)
+		accts, err := makeAccounts(ctx, c, *users, 0)
 		if err != nil {
 			return fmt.Errorf("guest accounts: %w", err)
 		}
@@ -280,10 +276,7 @@ func runConns(args []string, stdout, stderr io.Writer) error {
 // runConnsWorker opens its share of a conns run, reports, and holds the sockets until
 // its stdin closes.
 func runConnsWorker(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("conns-worker", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c common
-	c.register(fs)
+	fs, c := newFlags("conns-worker", stderr)
 	n := fs.Int("n", 0, "sockets")
 	offset := fs.Int("offset", 0, "index of the first socket in the whole run")
 	uidBase := fs.Int64("uid-base", 0, "synthetic user id of socket 0 (minted tokens)")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -20,10 +19,7 @@ import (
 // the last receiver had a message; the flood (-messages at -rate) gives deliveries per
 // second when the room is kept busy.
 func runFanout(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("fanout", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c common
-	c.register(fs)
+	fs, c := newFlags("fanout", stderr)
 	n := fs.Int("receivers", 10000, "sockets in the world room besides the sender")
 	probes := fs.Int("probes", 20, "latency phase: messages sent at -probe-rate")
 	probeRateS := fs.String("probe-rate", "2", "latency phase: messages per second")
@@ -83,12 +79,12 @@ func runFanout(args []string, stdout, stderr io.Writer) error {
 		delivered.Add(1)
 		lastAt.Store(now)
 	}
-	f, err := newFleet(&c, onFrame)
+	f, err := newFleet(c, onFrame)
 	if err != nil {
 		return err
 	}
 	defer f.close()
-	accts, err := makeAccounts(ctx, &c, *n, syntheticBase())
+	accts, err := makeAccounts(ctx, c, *n, syntheticBase())
 	if err != nil {
 		return fmt.Errorf("receivers: %w", err)
 	}
@@ -98,7 +94,7 @@ func runFanout(args []string, stdout, stderr io.Writer) error {
 	}
 	accts = append(accts, sender)
 	fmt.Fprintf(stderr, "fanout: opening %d sockets\n", len(accts))
-	peers, err := f.open(ctx, &c, accts, 512)
+	peers, err := f.open(ctx, c, accts, 512)
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -133,10 +132,7 @@ func (t *traffic) onFrame(p *peer, typ string, data json.RawMessage) {
 // and latency counts from the scheduled time, so a stall shows up in the percentiles
 // instead of silently slowing the senders (no coordinated omission).
 func runLatency(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("latency", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c common
-	c.register(fs)
+	fs, c := newFlags("latency", stderr)
 	pairs := fs.Int("pairs", 100, "1:1 conversations (a registered sender and a guest recipient each)")
 	groups := fs.Int("groups", 10, "group conversations")
 	groupSize := fs.Int("group-size", 10, "members per group, owner included")
@@ -163,22 +159,22 @@ func runLatency(args []string, stdout, stderr io.Writer) error {
 
 	total := int(rate*(*dur+*warm).Seconds()) + 1
 	t := newTraffic(total, 1)
-	f, err := newFleet(&c, t.onFrame)
+	f, err := newFleet(c, t.onFrame)
 	if err != nil {
 		return err
 	}
 	defer f.close()
-	convs, err := setupConversations(ctx, &c, f, *pairs, *groups, *groupSize)
+	convs, err := setupConversations(ctx, c, f, *pairs, *groups, *groupSize)
 	if err != nil {
 		return err
 	}
 	if *idle > 0 {
-		accts, err := makeAccounts(ctx, &c, *idle, syntheticBase())
+		accts, err := makeAccounts(ctx, c, *idle, syntheticBase())
 		if err != nil {
 			return fmt.Errorf("idle accounts: %w", err)
 		}
 		f.measuring.Store(false)
-		if _, err := f.open(ctx, &c, accts, 256); err != nil {
+		if _, err := f.open(ctx, c, accts, 256); err != nil {
 			return fmt.Errorf("idle sockets: %w", err)
 		}
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -33,10 +32,7 @@ type step struct {
 // runThroughput finds the highest rate of acked durable sends: closed-loop senders in
 // 1:1 conversations, each keeping -windows sends in flight, one level after another.
 func runThroughput(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("throughput", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c common
-	c.register(fs)
+	fs, c := newFlags("throughput", stderr)
 	pairs := fs.Int("pairs", 200, "1:1 conversations (a registered sender and a guest recipient each)")
 	windowsS := fs.String("windows", "1,4,16,32", "sends in flight per conversation, one step per value")
 	stepDur := fs.Duration("step", 10*time.Second, "measured time per step")
@@ -94,12 +90,12 @@ func runThroughput(args []string, stdout, stderr io.Writer) error {
 			sendOne(p, conv.(string))
 		}
 	}
-	f, err := newFleet(&c, t.onFrame)
+	f, err := newFleet(c, t.onFrame)
 	if err != nil {
 		return err
 	}
 	defer f.close()
-	convs, err := setupConversations(ctx, &c, f, *pairs, 0, 0)
+	convs, err := setupConversations(ctx, c, f, *pairs, 0, 0)
 	if err != nil {
 		return err
 	}
