@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"gorm.io/gorm"
 )
@@ -14,11 +15,12 @@ import (
 // append.go grow with the batch — a placeholder per value, a CASE arm per
 // conversation — so on SQLite a batch of 200 messages spent more time in the parser
 // than in the B-trees (22% of the process in sqlite3Prepare at 3,300 sends/s), and
-// every CASE was evaluated against every updated row. Here each statement has a
-// constant text and takes the whole batch as one JSON array, unpacked by json_each:
-// parsing costs the same for 1 message or 1,000, and each row is found through its
-// index once. JSON keeps 64-bit integers exact and strings byte for byte (all text
-// is valid UTF-8, checked by validateMessage).
+// every CASE was evaluated against every updated row. Here each statement but the
+// INSERT has a constant text and takes the whole batch as one JSON array, unpacked
+// by json_each: parsing costs the same for 1 message or 1,000, and each row is found
+// through its index once. JSON keeps 64-bit integers exact and strings byte for
+// byte (all text is valid UTF-8, checked by validateMessage). The INSERT binds its
+// values (sqliteInsertMessages says why).
 
 // The statements that look rows up by the batch's keys; TestSQLitePlans checks that
 // each probes an index once per key.
@@ -78,28 +80,60 @@ func sqliteAdvanceConversations(tx *gorm.DB, convIDs []string, byConv map[string
 	return convs, nil
 }
 
-// sqliteInsertMessages is the batch's multi-row INSERT.
+// sqliteInsertMessages is the batch's INSERT: multi-row VALUES statements of
+// sqliteInsertChunk rows each, INSERT OR FAIL.
+//
+// Unlike the other statements here it takes no JSON: every function call in a
+// statement (value->>0 is one) marks it as one that may abort halfway, and a
+// statement that writes several rows and may abort halfway makes SQLite keep a
+// statement journal — a copy of every page the statement touches, written to a
+// temporary file before the page changes. Each message dirties a leaf page of
+// two indexes ((conversation, seq) and (sender, client id)) that no other message
+// in the batch shares, so the journal doubled the insert's writes: 11–13% of
+// the process at 4,000–7,000 sends/s. OR FAIL instead of the default OR ABORT is the
+// other half: a constraint violation stops the statement where it is instead of
+// undoing its earlier rows, which the group commit never needs because it rolls
+// the whole transaction back (TestSQLiteInsertKeepsNoStatementJournal). The
+// chunks bound the statement text the driver parses at every Exec and its
+// argument binding, which is quadratic in the number of placeholders.
 func sqliteInsertMessages(tx *gorm.DB, rows []messageRow) error {
-	vals := make([][8]any, len(rows))
-	for i, r := range rows {
-		var client any
-		if r.ClientMsgID != nil {
-			client = *r.ClientMsgID
+	for len(rows) > 0 {
+		chunk := rows[:min(sqliteInsertChunk, len(rows))]
+		rows = rows[len(chunk):]
+		q := sqliteInsertFull
+		if len(chunk) < sqliteInsertChunk {
+			q = sqliteInsertSQL(len(chunk))
 		}
-		vals[i] = [8]any{r.ID, r.ConversationID, r.Seq, r.SenderID, r.SenderName, r.Type, r.Content, client}
-	}
-	arg, err := json.Marshal(vals)
-	if err != nil {
-		return fmt.Errorf("encode %d messages: %w", len(rows), err)
-	}
-	now := rows[0].CreatedAtMS // one commit, one time
-	if err := tx.Exec(`INSERT INTO messages
-		(id, conversation_id, seq, sender_id, sender_name, type, content, client_msg_id, created_at_ms)
-		SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, ?
-		FROM json_each(?)`, now, string(arg)).Error; err != nil {
-		return fmt.Errorf("insert %d messages: %w", len(rows), err)
+		args := make([]any, 0, sqliteInsertCols*len(chunk))
+		for _, r := range chunk {
+			args = append(args, r.ID, r.ConversationID, r.Seq, r.SenderID, r.SenderName, r.Type, r.Content, r.ClientMsgID, r.CreatedAtMS)
+		}
+		if err := tx.Exec(q, args...).Error; err != nil {
+			return fmt.Errorf("insert %d messages: %w", len(chunk), err)
+		}
 	}
 	return nil
+}
+
+const (
+	sqliteInsertChunk = 16 // rows per INSERT; 8 and 32 were slower in a 200-row batch
+	sqliteInsertCols  = 9
+)
+
+var sqliteInsertFull = sqliteInsertSQL(sqliteInsertChunk)
+
+// sqliteInsertSQL is the INSERT of n messages.
+func sqliteInsertSQL(n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT OR FAIL INTO messages
+		(id, conversation_id, seq, sender_id, sender_name, type, content, client_msg_id, created_at_ms) VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("(?,?,?,?,?,?,?,?,?)")
+	}
+	return b.String()
 }
 
 // sqliteUpsertReadSeqs creates member rows (world's implicit membership) or moves

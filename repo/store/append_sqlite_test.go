@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -42,5 +43,70 @@ func TestSQLitePlans(t *testing.T) {
 		if len(plan) != 2 || !strings.HasPrefix(plan[0], "SCAN j ") || !strings.HasPrefix(plan[1], "SEARCH ") || !strings.Contains(plan[1], " INDEX ") {
 			t.Errorf("%s: plan %q; want a scan of the JSON array and an index search per element", name, plan)
 		}
+	}
+}
+
+// TestSQLiteInsertKeepsNoStatementJournal guards sqliteInsertMessages' reason to be:
+// SQLite keeps a statement journal (a copy of every page before it changes) for a
+// statement that writes several rows and may abort halfway. A statement may abort
+// when it calls a function or checks a constraint with OR ABORT, the default. The
+// test reads the statement's bytecode: no function call, and every constraint check
+// stops with OR FAIL. The old JSON-driven INSERT is the control: the same reading must
+// flag it.
+func TestSQLiteInsertKeepsNoStatementJournal(t *testing.T) {
+	h := &harness{driver: DriverSQLite, dsn: repotest.SQLiteDSN(t)}
+	s := h.open(t)
+	// mayAbort lists what in q's bytecode lets it abort halfway; checks counts the
+	// constraint checks it found.
+	mayAbort := func(q string) (reasons []string, checks int) {
+		t.Helper()
+		args := make([]any, strings.Count(q, "?"))
+		for i := range args {
+			args[i] = int64(1)
+		}
+		rows, err := s.wdb.Raw("EXPLAIN "+q, args...).Rows()
+		if err != nil {
+			t.Fatalf("explain: %v", err)
+		}
+		defer rows.Close()
+		const oeAbort = 2 // sqliteInt.h: OE_None 0, OE_Rollback 1, OE_Abort 2, OE_Fail 3
+		for rows.Next() {
+			var addr, p1, p2, p3 int64
+			var op string
+			var p4, p5, comment any
+			if err := rows.Scan(&addr, &op, &p1, &p2, &p3, &p4, &p5, &comment); err != nil {
+				t.Fatalf("scan bytecode: %v", err)
+			}
+			switch {
+			case op == "Function" || op == "PureFunc":
+				reasons = append(reasons, fmt.Sprintf("%d: %s %v", addr, op, p4))
+			case (op == "Halt" || op == "HaltIfNull") && p1 != 0:
+				checks++
+				if p2 == oeAbort {
+					reasons = append(reasons, fmt.Sprintf("%d: %s on error %v aborts", addr, op, p4))
+				}
+			}
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatalf("bytecode rows: %v", err)
+		}
+		return reasons, checks
+	}
+
+	for _, n := range []int{1, sqliteInsertChunk} {
+		reasons, checks := mayAbort(sqliteInsertSQL(n))
+		if len(reasons) > 0 {
+			t.Errorf("INSERT of %d rows may abort halfway: %q", n, reasons)
+		}
+		if checks == 0 {
+			t.Errorf("INSERT of %d rows: no constraint check found in its bytecode; the test no longer reads it right", n)
+		}
+	}
+	control := `INSERT INTO messages
+		(id, conversation_id, seq, sender_id, sender_name, type, content, client_msg_id, created_at_ms)
+		SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, ?
+		FROM json_each(?)`
+	if reasons, _ := mayAbort(control); len(reasons) == 0 {
+		t.Error("the JSON-driven INSERT was not flagged; the test no longer reads bytecode right")
 	}
 }
