@@ -115,18 +115,21 @@ func isSQLiteMemory(dsn string) bool {
 // The writer begins every transaction IMMEDIATE: it takes the write lock at
 // BEGIN, where the busy timeout applies, instead of upgrading a read lock
 // mid-transaction, which fails at once when another connection wrote first.
-// Readers are query_only so a read path can never write by accident.
-func sqliteDSNs(dsn string) (writer, reader string, err error) {
+// Readers are query_only so a read path can never write by accident. The writer
+// does not checkpoint the WAL (wal_autocheckpoint(0)): the checkpointer does, on a
+// connection of its own (checkpoint.go), unless the DSN sets wal_autocheckpoint
+// itself; ownCheckpoints tells which.
+func sqliteDSNs(dsn string) (writer, reader string, ownCheckpoints bool, err error) {
 	path, rawQuery, _ := strings.Cut(dsn, "?")
 	file := strings.TrimPrefix(path, "file:")
 	if dir := filepath.Dir(file); dir != "." {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return "", "", fmt.Errorf("create sqlite directory %s: %w", dir, err)
+			return "", "", false, fmt.Errorf("create sqlite directory %s: %w", dir, err)
 		}
 	}
 	q, err := url.ParseQuery(rawQuery)
 	if err != nil {
-		return "", "", fmt.Errorf("parse sqlite dsn query: %w", err)
+		return "", "", false, fmt.Errorf("parse sqlite dsn query: %w", err)
 	}
 	for _, p := range []string{"busy_timeout(5000)", "journal_mode(WAL)", "synchronous(NORMAL)"} {
 		name, _, _ := strings.Cut(p, "(")
@@ -138,9 +141,13 @@ func sqliteDSNs(dsn string) (writer, reader string, err error) {
 	if w.Get("_txlock") == "" {
 		w.Set("_txlock", "immediate")
 	}
+	ownCheckpoints = !hasPragma(q, "wal_autocheckpoint")
+	if ownCheckpoints {
+		w.Add("_pragma", "wal_autocheckpoint(0)")
+	}
 	r := cloneValues(q)
 	r.Add("_pragma", "query_only(1)")
-	return path + "?" + w.Encode(), path + "?" + r.Encode(), nil
+	return path + "?" + w.Encode(), path + "?" + r.Encode(), ownCheckpoints, nil
 }
 
 func hasPragma(q url.Values, name string) bool {

@@ -75,9 +75,20 @@ func TestMySQLDSNAddsMissingParams(t *testing.T) {
 
 func TestSQLiteDSNs(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "nested", "dir", "gochat.db")
-	w, r, err := sqliteDSNs(path + "?_pragma=busy_timeout(100)")
+	w, r, own, err := sqliteDSNs(path + "?_pragma=busy_timeout(100)")
 	if err != nil {
 		t.Fatalf("sqliteDSNs: %v", err)
+	}
+	if !own || !strings.Contains(w, "wal_autocheckpoint%280%29") || strings.Contains(r, "wal_autocheckpoint") {
+		t.Errorf("writer %q, reader %q, own checkpoints %v: want the writer alone with wal_autocheckpoint(0), and own checkpoints", w, r, own)
+	}
+	// A DSN that sets wal_autocheckpoint keeps it, and the writer checkpoints.
+	w2, _, own2, err := sqliteDSNs(path + "?_pragma=wal_autocheckpoint(500)")
+	if err != nil {
+		t.Fatalf("sqliteDSNs: %v", err)
+	}
+	if own2 || !strings.Contains(w2, "wal_autocheckpoint%28500%29") || strings.Contains(w2, "wal_autocheckpoint%280%29") {
+		t.Errorf("writer %q, own checkpoints %v: want the DSN's wal_autocheckpoint(500) alone and no checkpointer", w2, own2)
 	}
 	if _, err := os.Stat(filepath.Dir(path)); err != nil {
 		t.Errorf("directory not created: %v", err)

@@ -187,6 +187,14 @@ type Store struct {
 	batches, messages, largest, fallbacks atomic.Uint64
 	observe                               func(Commit) // never nil after Open
 
+	// The SQLite WAL checkpointer (checkpoint.go): checkpointerDone is closed when
+	// it has stopped; nil when it never ran (MySQL, or a DSN that sets
+	// wal_autocheckpoint). Tests set the period and the restart size.
+	checkpointerDone  chan struct{}
+	observeCheckpoint func(Checkpoint) // never nil after Open
+	checkpointEvery   time.Duration
+	walRestartPages   int
+
 	// hooks lets in-package tests observe and break the append path.
 	hooks hooks
 }
@@ -197,9 +205,9 @@ type hooks struct {
 }
 
 // Open connects, migrates the schema (idempotent; safe when several processes
-// start at once) and ensures the world conversation exists. It starts no
-// goroutines of its own (database/sql runs a connection opener per pool until
-// Close).
+// start at once) and ensures the world conversation exists. On SQLite it starts
+// the WAL checkpointer (checkpoint.go), which stops at Close; database/sql runs
+// a connection opener per pool until Close.
 func Open(ctx context.Context, cfg Config, ids *snowflake.Node, log *slog.Logger, opts ...Option) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -219,6 +227,10 @@ func Open(ctx context.Context, cfg Config, ids *snowflake.Node, log *slog.Logger
 		now:     time.Now,
 		closing: make(chan struct{}),
 		observe: func(Commit) {},
+
+		observeCheckpoint: func(Checkpoint) {},
+		checkpointEvery:   checkpointEvery,
+		walRestartPages:   walRestartPages,
 	}
 	for _, o := range opts {
 		o(s)
@@ -240,7 +252,7 @@ func Open(ctx context.Context, cfg Config, ids *snowflake.Node, log *slog.Logger
 	var err error
 	switch cfg.Driver {
 	case DriverSQLite:
-		wdsn, rdsn, derr := sqliteDSNs(cfg.DSN)
+		wdsn, rdsn, ownCheckpoints, derr := sqliteDSNs(cfg.DSN)
 		if derr != nil {
 			return nil, derr
 		}
@@ -260,6 +272,17 @@ func Open(ctx context.Context, cfg Config, ids *snowflake.Node, log *slog.Logger
 		}
 		if err := setPool(s.rdb, cfg.MaxOpenConns, 0); err != nil {
 			return nil, errors.Join(err, closeDB(s.wdb), closeDB(s.rdb))
+		}
+		if ownCheckpoints {
+			// The writer's DSN: it may checkpoint (it is not query_only).
+			ckdb, err := sql.Open(sqlite.DriverName, wdsn)
+			if err != nil {
+				return nil, errors.Join(fmt.Errorf("open sqlite checkpointer %s: %w", cfg.DSN, err), closeDB(s.wdb), closeDB(s.rdb))
+			}
+			ckdb.SetMaxOpenConns(1)
+			c := &checkpointer{s: s, db: ckdb, every: s.checkpointEvery, restartPages: s.walRestartPages}
+			s.checkpointerDone = make(chan struct{})
+			go c.run(s.checkpointerDone)
 		}
 	case DriverMySQL:
 		dsn, derr := mysqlDSN(cfg.DSN)
@@ -315,6 +338,9 @@ func (s *Store) Close() error {
 	s.life.Unlock()
 
 	s.ops.Wait()
+	if s.checkpointerDone != nil {
+		<-s.checkpointerDone
+	}
 	err := closeDB(s.wdb)
 	if s.rdb != s.wdb {
 		err = errors.Join(err, closeDB(s.rdb))

@@ -1,0 +1,162 @@
+package store
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gochat/gochat/repo/repotest"
+)
+
+// TestCheckpointerBoundsWAL appends without a pause — the load under which PASSIVE
+// checkpoints alone never let the WAL start over — and checks that the writer
+// never checkpoints, that the checkpointer's paused round lets the WAL start over
+// again and again so it stays far below what was written, and that every message
+// is there afterwards, also for a new Store on the same file.
+func TestCheckpointerBoundsWAL(t *testing.T) {
+	h := &harness{driver: DriverSQLite, dsn: repotest.SQLiteDSN(t)}
+	const restartPages = 64
+	var mu sync.Mutex
+	var seen []Checkpoint
+	tune := func(s *Store) {
+		s.checkpointEvery = 2 * time.Millisecond
+		s.walRestartPages = restartPages
+	}
+	observe := WithCheckpointObserver(func(c Checkpoint) {
+		mu.Lock()
+		seen = append(seen, c)
+		mu.Unlock()
+	})
+	s := h.openWith(t, []Option{tune, observe}, window(50*time.Microsecond))
+	var commits int
+	s.observe = func(c Commit) {
+		if c.Err == nil {
+			commits++ // on the committing goroutine, under wmu
+		}
+	}
+	addConversation(t, s, "busy", "group")
+
+	// restarts counts the paused checkpoints after which the WAL started over: the
+	// next checkpoint that found a different number of pages found fewer.
+	restarts := func() (n, paused, most int) {
+		mu.Lock()
+		defer mu.Unlock()
+		for i, c := range seen {
+			if c.Err != nil {
+				t.Fatalf("checkpoint failed: %v", c.Err)
+			}
+			most = max(most, c.WALPages)
+			if !c.Paused {
+				continue
+			}
+			paused++
+			for _, next := range seen[i+1:] {
+				if next.WALPages != c.WALPages {
+					if next.WALPages < c.WALPages {
+						n++
+					}
+					break
+				}
+			}
+		}
+		return n, paused, most
+	}
+
+	const workers = 8
+	stop := make(chan struct{})
+	errs := make(chan error, workers)
+	var sent [workers]int
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, _, err := s.Append(t.Context(), Message{ConversationID: "busy", SenderID: int64(w + 1), ClientMsgID: fmt.Sprintf("%d-%d", w, i), Content: "a message long enough to fill pages a little faster"}); err != nil {
+					errs <- fmt.Errorf("worker %d append %d: %w", w, i, err)
+					return
+				}
+				sent[w]++
+			}
+		})
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n, paused, _ := restarts()
+		if n >= 3 && paused >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			close(stop)
+			wg.Wait()
+			t.Fatalf("after 30 s of appends: the WAL started over %d times with %d paused checkpoints; want 3 of each", n, paused)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	var total int
+	for _, n := range sent {
+		total += n
+	}
+	_, _, most := restarts()
+	t.Logf("%d messages in %d commits; largest WAL seen %d pages", total, commits, most)
+	var autoCheckpoints int
+	if err := s.wdb.Raw("PRAGMA wal_autocheckpoint").Scan(&autoCheckpoints).Error; err != nil {
+		t.Fatalf("read the writer's wal_autocheckpoint: %v", err)
+	}
+	if autoCheckpoints != 0 {
+		t.Errorf("writer's wal_autocheckpoint = %d, want 0 (the checkpointer's job)", autoCheckpoints)
+	}
+	wantStored(t, s, "busy", total)
+
+	done := s.checkpointerDone
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	select {
+	case <-done:
+	default:
+		t.Fatal("Close returned while the checkpointer still ran")
+	}
+	wantStored(t, h.open(t), "busy", total)
+}
+
+// wantStored fails unless conv holds exactly the seqs 1..n.
+func wantStored(t *testing.T, s *Store, conv string, n int) {
+	t.Helper()
+	var got struct{ Cnt, Seqs, Lo, Hi int }
+	if err := s.rdb.Raw(`SELECT COUNT(*) AS cnt, COUNT(DISTINCT seq) AS seqs, MIN(seq) AS lo, MAX(seq) AS hi
+		FROM messages WHERE conversation_id = ?`, conv).Scan(&got).Error; err != nil {
+		t.Fatalf("count %s: %v", conv, err)
+	}
+	if got.Cnt != n || got.Seqs != n || (n > 0 && (got.Lo != 1 || got.Hi != n)) {
+		t.Fatalf("%s holds %+v; want %d messages with seqs 1..%d", conv, got, n, n)
+	}
+}
+
+// TestNoCheckpointerWhenDSNSetsIt: a DSN that sets wal_autocheckpoint keeps the
+// checkpoints in the writer, as configured, and no checkpointer runs.
+func TestNoCheckpointerWhenDSNSetsIt(t *testing.T) {
+	h := &harness{driver: DriverSQLite, dsn: repotest.SQLiteDSN(t) + "?_pragma=wal_autocheckpoint(500)"}
+	s := h.open(t)
+	if s.checkpointerDone != nil {
+		t.Error("a checkpointer runs although the DSN sets wal_autocheckpoint")
+	}
+	var pages int
+	if err := s.wdb.Raw("PRAGMA wal_autocheckpoint").Scan(&pages).Error; err != nil {
+		t.Fatalf("read wal_autocheckpoint: %v", err)
+	}
+	if pages != 500 {
+		t.Errorf("writer's wal_autocheckpoint = %d, want the DSN's 500", pages)
+	}
+}
