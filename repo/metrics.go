@@ -55,3 +55,47 @@ func StoreMetrics(reg prometheus.Registerer) (func(store.Commit), error) {
 		}
 	}, nil
 }
+
+// CheckpointMetrics registers the SQLite WAL checkpointer's metrics on reg and
+// returns the observer to open the store with (store.WithCheckpointObserver):
+//
+//   - gochat_repo_wal_checkpoint_seconds{kind}: one checkpoint; kind "background"
+//     runs beside the commits, "writer_paused" holds the writer so that the WAL can
+//     start over, and is what the commits waited;
+//   - gochat_repo_wal_pages: pages in the WAL at the last checkpoint. It grows and
+//     falls back under load; one that only grows means checkpoints cannot catch up
+//     (a reader holding an old snapshot, or failures);
+//   - gochat_repo_wal_checkpoint_failures_total.
+func CheckpointMetrics(reg prometheus.Registerer) (func(store.Checkpoint), error) {
+	seconds := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "gochat_repo_wal_checkpoint_seconds",
+		Help:    "Duration of one SQLite WAL checkpoint: kind background runs beside the commits, writer_paused holds the writer so the WAL can start over.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+	}, []string{"kind"})
+	pages := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "gochat_repo_wal_pages",
+		Help: "Pages in the SQLite WAL at the last checkpoint; one that only grows means checkpoints cannot catch up.",
+	})
+	failures := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gochat_repo_wal_checkpoint_failures_total",
+		Help: "SQLite WAL checkpoints that failed.",
+	})
+	for _, c := range []prometheus.Collector{seconds, pages, failures} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("repo: register metrics: %w", err)
+		}
+	}
+	background, paused := seconds.WithLabelValues("background"), seconds.WithLabelValues("writer_paused")
+	return func(c store.Checkpoint) {
+		if c.Err != nil {
+			failures.Inc()
+			return
+		}
+		if c.Paused {
+			paused.Observe(c.Duration.Seconds())
+		} else {
+			background.Observe(c.Duration.Seconds())
+		}
+		pages.Set(float64(c.WALPages))
+	}, nil
+}

@@ -2,6 +2,7 @@ package repo_test
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -63,5 +64,49 @@ gochat_repo_commit_failures_total{scope="batch"} 1
 	}
 	if _, err := repo.StoreMetrics(reg); err == nil {
 		t.Error("registering twice on one registry succeeded")
+	}
+}
+
+func TestCheckpointMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	observe, err := repo.CheckpointMetrics(reg)
+	if err != nil {
+		t.Fatalf("CheckpointMetrics: %v", err)
+	}
+	for _, c := range []store.Checkpoint{
+		{WALPages: 9000, Copied: 8500, Duration: 20 * time.Millisecond},
+		{Paused: true, WALPages: 9100, Copied: 9100, Duration: 2 * time.Millisecond},
+		{WALPages: 40, Copied: 40, Duration: time.Millisecond},
+		{Err: errors.New("disk I/O error")}, // leaves the gauge at the last good reading
+	} {
+		observe(c)
+	}
+	want := `
+# HELP gochat_repo_wal_checkpoint_failures_total SQLite WAL checkpoints that failed.
+# TYPE gochat_repo_wal_checkpoint_failures_total counter
+gochat_repo_wal_checkpoint_failures_total 1
+# HELP gochat_repo_wal_pages Pages in the SQLite WAL at the last checkpoint; one that only grows means checkpoints cannot catch up.
+# TYPE gochat_repo_wal_pages gauge
+gochat_repo_wal_pages 40
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "gochat_repo_wal_checkpoint_failures_total", "gochat_repo_wal_pages"); err != nil {
+		t.Error(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "gochat_repo_wal_checkpoint_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			kind := m.GetLabel()[0].GetValue()
+			h := m.GetHistogram()
+			want := map[string]float64{"background": 0.021, "writer_paused": 0.002}[kind]
+			if math.Abs(h.GetSampleSum()-want) > 1e-9 {
+				t.Errorf("wal_checkpoint_seconds{kind=%q} sums to %v, want %v", kind, h.GetSampleSum(), want)
+			}
+		}
 	}
 }

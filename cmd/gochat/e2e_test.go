@@ -480,6 +480,15 @@ func TestScenarios(t *testing.T) {
 				if commits := c.counter(t, "repo", "gochat_repo_commit_messages"); commits == 0 {
 					t.Fatal("repo observed no committed message batch")
 				}
+				if topo.name == "all" { // SQLite: the WAL checkpointer runs every 100 ms
+					deadline := time.Now().Add(10 * time.Second)
+					for c.counter(t, "repo", "gochat_repo_wal_checkpoint_seconds") == 0 {
+						if time.Now().After(deadline) {
+							t.Fatal("repo ran no WAL checkpoint in 10 s")
+						}
+						time.Sleep(20 * time.Millisecond)
+					}
+				}
 			})
 			t.Run("bad input", func(t *testing.T) { badInput(t, c) })
 			t.Run("friends and 1:1", func(t *testing.T) { friendsAndSingles(t, c) })

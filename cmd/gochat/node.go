@@ -436,7 +436,11 @@ func (n *node) buildRepo(ctx context.Context) (component, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := store.Open(octx, n.cfg.Store, ids, n.log, store.WithCommitObserver(observe))
+	observeCheckpoint, err := repo.CheckpointMetrics(n.reg)
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.Open(octx, n.cfg.Store, ids, n.log, store.WithCommitObserver(observe), store.WithCheckpointObserver(observeCheckpoint))
 	if err != nil {
 		return nil, err
 	}
