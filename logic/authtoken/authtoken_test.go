@@ -1,7 +1,12 @@
 package authtoken
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -68,5 +73,127 @@ func TestNewValidates(t *testing.T) {
 	}
 	if _, err := New("0123456789abcdef0123", 0); err == nil {
 		t.Fatal("zero ttl accepted")
+	}
+}
+
+// TestVerifyAgreesWithJWT checks Verify against golang-jwt's ParseWithClaims with the
+// options Verify used to pass it, on tokens signed with the right secret (so that
+// every check after the signature is reached) and on broken ones.
+func TestVerifyAgreesWithJWT(t *testing.T) {
+	const secret = "0123456789abcdef0123"
+	s, err := New(secret, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_800_000_000, 0) // a whole second: "expires now" is exactly the boundary
+	s.now = func() time.Time { return now }
+	reference := func(tok string) (Claims, error) {
+		var jc jwtClaims
+		_, err := jwt.ParseWithClaims(tok, &jc, func(*jwt.Token) (any, error) { return []byte(secret), nil },
+			jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+			jwt.WithIssuer(issuer),
+			jwt.WithExpirationRequired(),
+			jwt.WithTimeFunc(s.now),
+		)
+		if err != nil {
+			return Claims{}, err
+		}
+		uid, err := strconv.ParseInt(jc.Subject, 10, 64)
+		if err != nil || uid <= 0 || jc.ID == "" {
+			return Claims{}, ErrInvalid
+		}
+		return Claims{UserID: uid, IsGuest: jc.Guest, TokenID: jc.ID, ExpiresAt: jc.ExpiresAt.Time}, nil
+	}
+	seg := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	sign := func(header, claims string) string {
+		mac := hmac.New(sha256.New, []byte(secret))
+		signing := seg(header) + "." + seg(claims)
+		mac.Write([]byte(signing))
+		return signing + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+	}
+	const hs256 = `{"alg":"HS256","typ":"JWT"}`
+	exp := now.Unix() + 60
+	claims := func(extra string) string {
+		return fmt.Sprintf(`{"iss":"gochat","sub":"42","jti":"t1","exp":%d%s}`, exp, extra)
+	}
+	issued, _, err := s.Issue(42, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	valid := sign(hs256, claims(""))
+	tokens := map[string]string{
+		"issued":               issued,
+		"minimal":              valid,
+		"guest":                sign(hs256, claims(`,"guest":true`)),
+		"header without typ":   sign(`{"alg":"HS256"}`, claims("")),
+		"header with kid":      sign(`{"alg":"HS256","kid":"k1","typ":"JWT"}`, claims("")),
+		"alg HS384":            sign(`{"alg":"HS384","typ":"JWT"}`, claims("")),
+		"alg none":             sign(`{"alg":"none"}`, claims("")),
+		"alg missing":          sign(`{"typ":"JWT"}`, claims("")),
+		"header not JSON":      sign(`alg=HS256`, claims("")),
+		"header an array":      sign(`["HS256"]`, claims("")),
+		"claims not JSON":      sign(hs256, `iss=gochat`),
+		"claims an array":      sign(hs256, `[1,2]`),
+		"claims null":          sign(hs256, `null`),
+		"expired by a second":  sign(hs256, fmt.Sprintf(`{"iss":"gochat","sub":"42","jti":"t1","exp":%d}`, now.Unix()-1)),
+		"expires now":          sign(hs256, fmt.Sprintf(`{"iss":"gochat","sub":"42","jti":"t1","exp":%d}`, now.Unix())),
+		"expires in a second":  sign(hs256, fmt.Sprintf(`{"iss":"gochat","sub":"42","jti":"t1","exp":%d}`, now.Unix()+1)),
+		"fractional exp":       sign(hs256, fmt.Sprintf(`{"iss":"gochat","sub":"42","jti":"t1","exp":%d.75}`, now.Unix())),
+		"exp as a string":      sign(hs256, fmt.Sprintf(`{"iss":"gochat","sub":"42","jti":"t1","exp":"%d"}`, exp)),
+		"exp not a number":     sign(hs256, `{"iss":"gochat","sub":"42","jti":"t1","exp":"soon"}`),
+		"exp null":             sign(hs256, `{"iss":"gochat","sub":"42","jti":"t1","exp":null}`),
+		"exp missing":          sign(hs256, `{"iss":"gochat","sub":"42","jti":"t1"}`),
+		"exp exponent":         sign(hs256, `{"iss":"gochat","sub":"42","jti":"t1","exp":1.9e9}`),
+		"nbf ahead":            sign(hs256, claims(fmt.Sprintf(`,"nbf":%d`, now.Unix()+5))),
+		"nbf behind":           sign(hs256, claims(fmt.Sprintf(`,"nbf":%d`, now.Unix()-5))),
+		"nbf now":              sign(hs256, claims(fmt.Sprintf(`,"nbf":%d`, now.Unix()))),
+		"iat ahead":            sign(hs256, claims(fmt.Sprintf(`,"iat":%d`, now.Unix()+3600))),
+		"iat a word":           sign(hs256, claims(`,"iat":"yesterday"`)),
+		"aud a string":         sign(hs256, claims(`,"aud":"web"`)),
+		"aud a list":           sign(hs256, claims(`,"aud":["web","app"]`)),
+		"aud a number":         sign(hs256, claims(`,"aud":7`)),
+		"other issuer":         sign(hs256, `{"iss":"other","sub":"42","jti":"t1","exp":1900000000}`),
+		"no issuer":            sign(hs256, `{"sub":"42","jti":"t1","exp":1900000000}`),
+		"sub a number":         sign(hs256, `{"iss":"gochat","sub":42,"jti":"t1","exp":1900000000}`),
+		"sub zero":             sign(hs256, `{"iss":"gochat","sub":"0","jti":"t1","exp":1900000000}`),
+		"sub negative":         sign(hs256, `{"iss":"gochat","sub":"-3","jti":"t1","exp":1900000000}`),
+		"sub not an int":       sign(hs256, `{"iss":"gochat","sub":"4x","jti":"t1","exp":1900000000}`),
+		"no jti":               sign(hs256, `{"iss":"gochat","sub":"42","exp":1900000000}`),
+		"guest a string":       sign(hs256, claims(`,"guest":"yes"`)),
+		"duplicate sub":        sign(hs256, `{"iss":"gochat","sub":"1","sub":"42","jti":"t1","exp":1900000000}`),
+		"unknown claim":        sign(hs256, claims(`,"role":"admin"`)),
+		"padded signature":     valid + "=",
+		"signature cut":        valid[:len(valid)-2],
+		"signature flipped":    valid[:len(valid)-1] + map[bool]string{true: "A", false: "B"}[valid[len(valid)-1] != 'A'],
+		"payload swapped":      valid[:strings.Index(valid, ".")+1] + seg(claims(`,"guest":true`)) + valid[strings.LastIndex(valid, "."):],
+		"four segments":        valid + ".x",
+		"two segments":         valid[:strings.LastIndex(valid, ".")],
+		"empty segments":       "..",
+		"padded header":        seg(hs256) + "=." + strings.SplitN(valid, ".", 2)[1],
+		"standard base64 sig":  strings.NewReplacer("-", "+", "_", "/").Replace(valid),
+		"whitespace in header": sign(` {"alg" : "HS256"} `, claims("")),
+	}
+	accepted := 0
+	for name, tok := range tokens {
+		t.Run(name, func(t *testing.T) {
+			want, wantErr := reference(tok)
+			got, gotErr := s.Verify(tok)
+			if (wantErr == nil) != (gotErr == nil) {
+				t.Fatalf("Verify: %+v, %v; golang-jwt: %+v, %v", got, gotErr, want, wantErr)
+			}
+			if gotErr != nil {
+				if !errors.Is(gotErr, ErrInvalid) {
+					t.Fatalf("Verify error %v does not wrap ErrInvalid", gotErr)
+				}
+				return
+			}
+			accepted++
+			if got.UserID != want.UserID || got.IsGuest != want.IsGuest || got.TokenID != want.TokenID || !got.ExpiresAt.Equal(want.ExpiresAt) {
+				t.Fatalf("Verify: %+v; golang-jwt: %+v", got, want)
+			}
+		})
+	}
+	if accepted < 10 {
+		t.Errorf("only %d tokens accepted by both; the corpus no longer reaches the claim checks", accepted)
 	}
 }
