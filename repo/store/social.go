@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -555,15 +556,27 @@ func (s *Store) PeersMany(ctx context.Context, userIDs []int64) (map[int64][]int
 		Owner int64
 		ID    int64
 	}
+	// ids is "?" bound to the id list, or on SQLite a constant subquery over one JSON
+	// array: SQLite's driver parses every statement at every call, and a connect
+	// storm's presence batches made this one's text hundreds of placeholders long.
+	var ids any = userIDs
+	in := "?"
+	if s.driver == DriverSQLite {
+		arg, err := json.Marshal(userIDs)
+		if err != nil {
+			return nil, fmt.Errorf("encode %d user ids: %w", len(userIDs), err)
+		}
+		ids, in = string(arg), "(SELECT value FROM json_each(?))"
+	}
 	err = s.rdb.WithContext(ctx).Raw(`
-SELECT user_id AS owner, friend_id AS id FROM friendships WHERE user_id IN ?
+SELECT user_id AS owner, friend_id AS id FROM friendships WHERE user_id IN `+in+`
 UNION
 SELECT m.user_id AS owner, o.user_id AS id
 FROM conversation_members AS m
 JOIN conversations AS c ON c.id = m.conversation_id AND c.type = ?
 JOIN conversation_members AS o ON o.conversation_id = m.conversation_id AND o.user_id <> m.user_id
-WHERE m.user_id IN ?
-ORDER BY owner, id`, userIDs, TypeSingle, userIDs).Scan(&rows).Error
+WHERE m.user_id IN `+in+`
+ORDER BY owner, id`, ids, TypeSingle, ids).Scan(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("load peers of %d users: %w", len(userIDs), err)
 	}
