@@ -26,10 +26,11 @@ import (
 // steady load: that needs every page copied at the moment a commit begins, and
 // commits keep appending while it copies. So when the WAL has grown past
 // walRestartPages the checkpointer runs a second PASSIVE checkpoint while it holds
-// the writer's lock: it copies only what was appended during the first, and the
-// next commit starts the WAL over. The writer pauses for that copy, not for the
-// whole WAL. A reader in the middle of a long query can still hold pages in the WAL
-// (they are not copied past its snapshot); the next round gets them.
+// the writer's lock: it copies only what was appended during the first (at most
+// a quarter of walRestartPages, else it waits for the next round), and the next
+// commit starts the WAL over. The writer pauses for that copy, not for the whole
+// WAL. A reader in the middle of a long query can still hold pages in the WAL (they
+// are not copied past its snapshot); a later round gets them.
 const (
 	checkpointEvery = 100 * time.Millisecond
 	walRestartPages = 8192 // 32 MiB of 4 KiB pages
@@ -81,8 +82,11 @@ func (c *checkpointer) run(done chan<- struct{}) {
 		case <-t.C:
 		}
 		// When no commit landed during the checkpoint, everything is copied and
-		// the next commit starts the WAL over by itself.
-		if pages, copied := c.checkpoint(false); pages >= c.restartPages && copied < pages {
+		// the next commit starts the WAL over by itself. When much is left, a
+		// reader's snapshot is holding it (or the copy failed): pausing the writer
+		// would not free it, only stall the commits.
+		pages, copied := c.checkpoint(false)
+		if pages >= c.restartPages && copied < pages && pages-copied <= max(c.restartPages/4, 1024) {
 			c.s.wmu.Lock()
 			c.checkpoint(true)
 			c.s.wmu.Unlock()

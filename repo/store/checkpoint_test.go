@@ -1,6 +1,7 @@
 package store
 
 import (
+	"database/sql"
 	"fmt"
 	"sync"
 	"testing"
@@ -159,4 +160,84 @@ func TestNoCheckpointerWhenDSNSetsIt(t *testing.T) {
 	if pages != 500 {
 		t.Errorf("writer's wal_autocheckpoint = %d, want the DSN's 500", pages)
 	}
+}
+
+// TestCheckpointerSparesWriterWhileReaderPinsWAL: a reader in a long transaction
+// keeps the WAL's pages past its snapshot from being copied. Pausing the writer
+// would not free them, so the checkpointer must not; once the reader ends, the WAL
+// starts over again.
+func TestCheckpointerSparesWriterWhileReaderPinsWAL(t *testing.T) {
+	h := &harness{driver: DriverSQLite, dsn: repotest.SQLiteDSN(t)}
+	var mu sync.Mutex
+	var seen []Checkpoint
+	tune := func(s *Store) {
+		s.checkpointEvery = 2 * time.Millisecond
+		s.walRestartPages = 64
+	}
+	observe := WithCheckpointObserver(func(c Checkpoint) {
+		mu.Lock()
+		seen = append(seen, c)
+		mu.Unlock()
+	})
+	s := h.openWith(t, []Option{tune, observe})
+	addConversation(t, s, "pinned", "group")
+	last := func() (Checkpoint, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(seen) == 0 {
+			return Checkpoint{}, 0
+		}
+		return seen[len(seen)-1], len(seen)
+	}
+	sent := 0
+	appendUntil := func(what string, done func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !done() {
+			if time.Now().After(deadline) {
+				t.Fatalf("after 30 s of appends (%d in all): %s did not happen", sent, what)
+			}
+			sent++
+			if _, _, err := s.Append(t.Context(), Message{ConversationID: "pinned", SenderID: 1, ClientMsgID: fmt.Sprint(sent), Content: "x"}); err != nil {
+				t.Fatalf("append %d: %v", sent, err)
+			}
+		}
+	}
+
+	sqlDB, err := s.rdb.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader, err := sqlDB.BeginTx(t.Context(), &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("begin the reader: %v", err)
+	}
+	var before int
+	if err := reader.QueryRow("SELECT COUNT(*) FROM messages").Scan(&before); err != nil { // takes the snapshot
+		t.Fatalf("reader: %v", err)
+	}
+	// Past the limit (max(64/4, 1024) pinned pages) and some way on.
+	const pinned = 1024 + 256
+	appendUntil("a WAL pinned by 1,280 pages", func() bool {
+		c, _ := last()
+		return c.WALPages-c.Copied > pinned
+	})
+	_, mark := last()
+	appendUntil("two more checkpoints", func() bool { _, n := last(); return n >= mark+2 })
+	mu.Lock()
+	for _, c := range seen[mark:] {
+		if c.Paused {
+			t.Errorf("the writer was paused for a checkpoint while a reader pinned %d pages", c.WALPages-c.Copied)
+		}
+	}
+	mu.Unlock()
+	if err := reader.Rollback(); err != nil {
+		t.Fatalf("end the reader: %v", err)
+	}
+	top, _ := last()
+	appendUntil("the WAL starting over after the reader ended", func() bool {
+		c, _ := last()
+		return c.WALPages < top.WALPages
+	})
+	wantStored(t, s, "pinned", sent)
 }
