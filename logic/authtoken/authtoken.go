@@ -113,6 +113,10 @@ func (s *Signer) Verify(token string) (Claims, error) {
 	mac.Write([]byte(token[:len(head)+1+len(payload)]))
 	mac.Sum(want[:0])
 	s.macs.Put(mac)
+	// Decode writes DecodedLen(len(sig)) bytes: check the length before it does.
+	if len(sig) != base64.RawURLEncoding.EncodedLen(len(got)) {
+		return Claims{}, fmt.Errorf("%w: bad signature", ErrInvalid)
+	}
 	if n, err := base64.RawURLEncoding.Decode(got[:], []byte(sig)); err != nil || n != len(got) || !hmac.Equal(got[:], want[:]) {
 		return Claims{}, fmt.Errorf("%w: bad signature", ErrInvalid)
 	}

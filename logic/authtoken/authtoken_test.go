@@ -87,23 +87,7 @@ func TestVerifyAgreesWithJWT(t *testing.T) {
 	}
 	now := time.Unix(1_800_000_000, 0) // a whole second: "expires now" is exactly the boundary
 	s.now = func() time.Time { return now }
-	reference := func(tok string) (Claims, error) {
-		var jc jwtClaims
-		_, err := jwt.ParseWithClaims(tok, &jc, func(*jwt.Token) (any, error) { return []byte(secret), nil },
-			jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
-			jwt.WithIssuer(issuer),
-			jwt.WithExpirationRequired(),
-			jwt.WithTimeFunc(s.now),
-		)
-		if err != nil {
-			return Claims{}, err
-		}
-		uid, err := strconv.ParseInt(jc.Subject, 10, 64)
-		if err != nil || uid <= 0 || jc.ID == "" {
-			return Claims{}, ErrInvalid
-		}
-		return Claims{UserID: uid, IsGuest: jc.Guest, TokenID: jc.ID, ExpiresAt: jc.ExpiresAt.Time}, nil
-	}
+	reference := func(tok string) (Claims, error) { return verifyWithJWT(s, tok) }
 	seg := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 	sign := func(header, claims string) string {
 		mac := hmac.New(sha256.New, []byte(secret))
@@ -163,6 +147,9 @@ func TestVerifyAgreesWithJWT(t *testing.T) {
 		"duplicate sub":        sign(hs256, `{"iss":"gochat","sub":"1","sub":"42","jti":"t1","exp":1900000000}`),
 		"unknown claim":        sign(hs256, claims(`,"role":"admin"`)),
 		"padded signature":     valid + "=",
+		"signature one longer": valid + "A",
+		"signature of SHA-512": valid[:strings.LastIndex(valid, ".")+1] + base64.RawURLEncoding.EncodeToString(make([]byte, 64)),
+		"signature empty":      valid[:strings.LastIndex(valid, ".")+1],
 		"signature cut":        valid[:len(valid)-2],
 		"signature flipped":    valid[:len(valid)-1] + map[bool]string{true: "A", false: "B"}[valid[len(valid)-1] != 'A'],
 		"payload swapped":      valid[:strings.Index(valid, ".")+1] + seg(claims(`,"guest":true`)) + valid[strings.LastIndex(valid, "."):],
@@ -196,4 +183,49 @@ func TestVerifyAgreesWithJWT(t *testing.T) {
 	if accepted < 10 {
 		t.Errorf("only %d tokens accepted by both; the corpus no longer reaches the claim checks", accepted)
 	}
+}
+
+// verifyWithJWT is what Verify did with golang-jwt, the reference it must agree with.
+func verifyWithJWT(s *Signer, tok string) (Claims, error) {
+	var jc jwtClaims
+	_, err := jwt.ParseWithClaims(tok, &jc, func(*jwt.Token) (any, error) { return s.secret, nil },
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithIssuer(issuer),
+		jwt.WithExpirationRequired(),
+		jwt.WithTimeFunc(s.now),
+	)
+	if err != nil {
+		return Claims{}, err
+	}
+	uid, err := strconv.ParseInt(jc.Subject, 10, 64)
+	if err != nil || uid <= 0 || jc.ID == "" {
+		return Claims{}, ErrInvalid
+	}
+	return Claims{UserID: uid, IsGuest: jc.Guest, TokenID: jc.ID, ExpiresAt: jc.ExpiresAt.Time}, nil
+}
+
+// FuzzVerify: whatever a client sends as a token, Verify does not panic and says
+// what golang-jwt says. The seeds run in every go test; go test -fuzz=FuzzVerify
+// explores further.
+func FuzzVerify(f *testing.F) {
+	s, err := New("0123456789abcdef0123", time.Hour)
+	if err != nil {
+		f.Fatal(err)
+	}
+	good, _, err := s.Issue(42, true)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, seed := range []string{good, good + "A", good + "=", good[:len(good)-1], "", ".", "..", "a.b.c",
+		good + "." + good, strings.Replace(good, ".", "..", 1), "eyJhbGciOiJIUzI1NiJ9.e30." + strings.Repeat("A", 86)} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, tok string) {
+		got, err := s.Verify(tok)
+		want, wantErr := verifyWithJWT(s, tok)
+		same := got.UserID == want.UserID && got.IsGuest == want.IsGuest && got.TokenID == want.TokenID && got.ExpiresAt.Equal(want.ExpiresAt)
+		if (err == nil) != (wantErr == nil) || (err == nil && !same) {
+			t.Fatalf("Verify(%q) = %+v, %v; golang-jwt: %+v, %v", tok, got, err, want, wantErr)
+		}
+	})
 }
