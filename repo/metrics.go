@@ -32,10 +32,8 @@ func StoreMetrics(reg prometheus.Registerer) (func(store.Commit), error) {
 		Name: "gochat_repo_commit_failures_total",
 		Help: "Failed group-commit transactions: scope batch (retried whole after a lock conflict, else message by message) or alone (one message retried on its own).",
 	}, []string{"scope"})
-	for _, c := range []prometheus.Collector{messages, seconds, failures} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("repo: register metrics: %w", err)
-		}
+	if err := register(reg, messages, seconds, failures); err != nil {
+		return nil, err
 	}
 	ok, failed := seconds.WithLabelValues("ok"), seconds.WithLabelValues("error")
 	batchFailed, aloneFailed := failures.WithLabelValues("batch"), failures.WithLabelValues("alone")
@@ -80,10 +78,8 @@ func CheckpointMetrics(reg prometheus.Registerer) (func(store.Checkpoint), error
 		Name: "gochat_repo_wal_checkpoint_failures_total",
 		Help: "SQLite WAL checkpoints that failed.",
 	})
-	for _, c := range []prometheus.Collector{seconds, pages, failures} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("repo: register metrics: %w", err)
-		}
+	if err := register(reg, seconds, pages, failures); err != nil {
+		return nil, err
 	}
 	background, paused := seconds.WithLabelValues("background"), seconds.WithLabelValues("writer_paused")
 	return func(c store.Checkpoint) {
@@ -98,4 +94,13 @@ func CheckpointMetrics(reg prometheus.Registerer) (func(store.Checkpoint), error
 		}
 		pages.Set(float64(c.WALPages))
 	}, nil
+}
+
+func register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("repo: register metrics: %w", err)
+		}
+	}
+	return nil
 }

@@ -428,7 +428,7 @@ func (s *Store) write(ctx context.Context, items []*item, alone bool) ([]outcome
 // and returns the id and new last_seq of those that exist.
 func (s *Store) advanceConversations(tx *gorm.DB, convIDs []string, byConv map[string][]int, items []*item, msgIDs []int64, now int64) ([]conversationRow, error) {
 	if s.driver == DriverSQLite {
-		return sqliteAdvanceConversations(tx, convIDs, byConv, items, msgIDs, now)
+		return sqliteAdvanceConversations(s.sqlite, tx, convIDs, byConv, items, msgIDs, now)
 	}
 	if err := advanceConversations(tx, convIDs, byConv, items, msgIDs, now); err != nil {
 		return nil, err
@@ -443,7 +443,7 @@ func (s *Store) advanceConversations(tx *gorm.DB, convIDs []string, byConv map[s
 // insertMessages inserts the batch's rows in one statement.
 func (s *Store) insertMessages(tx *gorm.DB, rows []messageRow) error {
 	if s.driver == DriverSQLite {
-		return sqliteInsertMessages(tx, rows)
+		return sqliteInsertMessages(s.sqlite, tx, rows)
 	}
 	if err := tx.Create(&rows).Error; err != nil {
 		return fmt.Errorf("insert %d messages: %w", len(rows), err)
@@ -454,7 +454,7 @@ func (s *Store) insertMessages(tx *gorm.DB, rows []messageRow) error {
 // upsertReadSeqs creates member rows or moves their read pointers forward only.
 func (s *Store) upsertReadSeqs(tx *gorm.DB, rows []memberRow) error {
 	if s.driver == DriverSQLite {
-		return sqliteUpsertReadSeqs(tx, rows)
+		return sqliteUpsertReadSeqs(s.sqlite, tx, rows)
 	}
 	return tx.Clauses(s.readSeqUpsert()).Create(&rows).Error
 }
@@ -466,7 +466,7 @@ func (s *Store) advanceReadSeqs(tx *gorm.DB, keys []memberKey, seq map[memberKey
 		return nil
 	}
 	if s.driver == DriverSQLite {
-		return sqliteAdvanceReadSeqs(tx, keys, seq)
+		return sqliteAdvanceReadSeqs(s.sqlite, tx, keys, seq)
 	}
 	var b strings.Builder
 	args := make([]any, 0, 3*len(keys)+1)
@@ -543,7 +543,7 @@ func (s *Store) lookupClientKeys(tx *gorm.DB, items []*item) (map[clientKey]mess
 	var rows []messageRow
 	var err error
 	if s.driver == DriverSQLite {
-		rows, err = sqliteFindClientKeys(tx, pairs)
+		rows, err = sqliteFindClientKeys(s.sqlite, tx, pairs)
 	} else {
 		// A row-value IN is an index range scan on uk_messages_sender_client_msg,
 		// unlike sender_id IN (…) AND client_msg_id IN (…), which matches the

@@ -1,7 +1,10 @@
 package store
 
 import (
+	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -10,22 +13,22 @@ import (
 
 // The group commit's statements on SQLite.
 //
-// github.com/glebarez/go-sqlite keeps no prepared statement: every Exec parses its SQL
-// again (gorm's PrepareStmt only caches the text). The portable statements of
-// append.go grow with the batch — a placeholder per value, a CASE arm per
-// conversation — so on SQLite a batch of 200 messages spent more time in the parser
-// than in the B-trees (22% of the process in sqlite3Prepare at 3,300 sends/s), and
-// every CASE was evaluated against every updated row. Here each statement but the
-// INSERT has a constant text and takes the whole batch as one JSON array, unpacked
-// by json_each: parsing costs the same for 1 message or 1,000, and each row is found
-// through its index once. JSON keeps 64-bit integers exact and strings byte for
-// byte (all text is valid UTF-8, checked by validateMessage). The INSERT binds its
-// values (sqliteInsertMessages says why).
+// The portable statements of append.go grow with the batch — a placeholder per
+// value, a CASE arm per conversation. On SQLite they were parsed at every commit (the
+// driver of the time kept no prepared statement: 22% of the process in
+// sqlite3Prepare at 3,300 sends/s), and every CASE was evaluated against every
+// updated row. Here each statement but the INSERT has a constant text and takes the
+// whole batch as one JSON array, unpacked by json_each: one prepared statement
+// (sqliteStmts) serves 1 message or 1,000, and each row is found through its index
+// once. JSON keeps 64-bit integers exact and strings byte for byte (all text is
+// valid UTF-8, checked by validateMessage). The INSERT binds its values in chunks of
+// a fixed size (sqliteInsertMessages says why).
 
 // The statements that look rows up by the batch's keys; TestSQLitePlans checks that
 // each probes an index once per key.
 const (
-	sqliteLookupSQL = `SELECT m.* FROM json_each(?) AS j CROSS JOIN messages AS m
+	sqliteLookupSQL = `SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.sender_name, m.type, m.content, m.client_msg_id, m.created_at_ms
+		FROM json_each(?) AS j CROSS JOIN messages AS m
 		WHERE m.sender_id = j.value->>0 AND m.client_msg_id = j.value->>1`
 	sqliteAdvanceConversationsSQL = `UPDATE conversations SET
 			last_seq = last_seq + (j.value->>'n'),
@@ -34,6 +37,9 @@ const (
 			last_message_at_ms = ?
 		FROM json_each(?) AS j WHERE conversations.id = j.value->>'i'
 		RETURNING conversations.id, conversations.last_seq`
+	sqliteUpsertReadSeqsSQL = `INSERT INTO conversation_members (conversation_id, user_id, role, last_read_seq, joined_at_ms)
+		SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?) WHERE true
+		ON CONFLICT (conversation_id, user_id) DO UPDATE SET last_read_seq = MAX(last_read_seq, excluded.last_read_seq)`
 	sqliteAdvanceReadSeqsSQL = `UPDATE conversation_members SET last_read_seq = MAX(last_read_seq, j.value->>2)
 		FROM json_each(?) AS j
 		WHERE conversation_members.conversation_id = j.value->>0 AND conversation_members.user_id = j.value->>1`
@@ -42,20 +48,31 @@ const (
 // sqliteFindClientKeys is lookupClientKeys' query on SQLite: one probe of
 // uk_messages_sender_client_msg per (sender, client id) pair. CROSS JOIN keeps
 // json_each as the outer loop.
-func sqliteFindClientKeys(tx *gorm.DB, pairs [][]any) ([]messageRow, error) {
+func sqliteFindClientKeys(p *sqliteStmts, tx *gorm.DB, pairs [][]any) ([]messageRow, error) {
 	arg, err := json.Marshal(pairs)
 	if err != nil {
 		return nil, fmt.Errorf("encode client message ids: %w", err)
 	}
-	var rows []messageRow
-	err = tx.Raw(sqliteLookupSQL, string(arg)).Scan(&rows).Error
-	return rows, err
+	rows, err := p.query(tx, sqliteLookupSQL, string(arg))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []messageRow
+	for rows.Next() {
+		var r messageRow
+		if err := rows.Scan(&r.ID, &r.ConversationID, &r.Seq, &r.SenderID, &r.SenderName, &r.Type, &r.Content, &r.ClientMsgID, &r.CreatedAtMS); err != nil {
+			return nil, fmt.Errorf("scan message: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
 }
 
 // sqliteAdvanceConversations is advanceConversations plus the read-back of last_seq,
 // in one statement: UPDATE … FROM json_each … RETURNING. A conversation that does not
 // exist matches no row and is not returned.
-func sqliteAdvanceConversations(tx *gorm.DB, convIDs []string, byConv map[string][]int, items []*item, msgIDs []int64, now int64) ([]conversationRow, error) {
+func sqliteAdvanceConversations(p *sqliteStmts, tx *gorm.DB, convIDs []string, byConv map[string][]int, items []*item, msgIDs []int64, now int64) ([]conversationRow, error) {
 	type convArg struct {
 		ID      string `json:"i"`
 		N       int    `json:"n"`
@@ -72,9 +89,20 @@ func sqliteAdvanceConversations(tx *gorm.DB, convIDs []string, byConv map[string
 	if err != nil {
 		return nil, fmt.Errorf("encode conversations: %w", err)
 	}
-	var convs []conversationRow
-	if err := tx.Raw(sqliteAdvanceConversationsSQL, now, string(arg)).
-		Scan(&convs).Error; err != nil {
+	rows, err := p.query(tx, sqliteAdvanceConversationsSQL, now, string(arg))
+	if err != nil {
+		return nil, fmt.Errorf("advance last_seq of %d conversations: %w", len(convIDs), err)
+	}
+	defer rows.Close()
+	convs := make([]conversationRow, 0, len(convIDs))
+	for rows.Next() {
+		var c conversationRow
+		if err := rows.Scan(&c.ID, &c.LastSeq); err != nil {
+			return nil, fmt.Errorf("advance last_seq of %d conversations: %w", len(convIDs), err)
+		}
+		convs = append(convs, c)
+	}
+	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("advance last_seq of %d conversations: %w", len(convIDs), err)
 	}
 	return convs, nil
@@ -93,22 +121,19 @@ func sqliteAdvanceConversations(tx *gorm.DB, convIDs []string, byConv map[string
 // the process at 4,000–7,000 sends/s. OR FAIL instead of the default OR ABORT is the
 // other half: a constraint violation stops the statement where it is instead of
 // undoing its earlier rows, which the group commit never needs because it rolls
-// the whole transaction back (TestSQLiteInsertKeepsNoStatementJournal). The
-// chunks bound the statement text the driver parses at every Exec and its
-// argument binding, which is quadratic in the number of placeholders.
-func sqliteInsertMessages(tx *gorm.DB, rows []messageRow) error {
+// the whole transaction back (TestSQLiteInsertKeepsNoStatementJournal). A batch
+// takes full chunks and one partial one, so sixteen prepared statements (one per
+// size) serve every batch.
+func sqliteInsertMessages(p *sqliteStmts, tx *gorm.DB, rows []messageRow) error {
 	for len(rows) > 0 {
 		chunk := rows[:min(sqliteInsertChunk, len(rows))]
 		rows = rows[len(chunk):]
-		q := sqliteInsertFull
-		if len(chunk) < sqliteInsertChunk {
-			q = sqliteInsertSQL(len(chunk))
-		}
+		q := sqliteInserts[len(chunk)]
 		args := make([]any, 0, sqliteInsertCols*len(chunk))
 		for _, r := range chunk {
 			args = append(args, r.ID, r.ConversationID, r.Seq, r.SenderID, r.SenderName, r.Type, r.Content, r.ClientMsgID, r.CreatedAtMS)
 		}
-		if err := tx.Exec(q, args...).Error; err != nil {
+		if err := p.exec(tx, q, args...); err != nil {
 			return fmt.Errorf("insert %d messages: %w", len(chunk), err)
 		}
 	}
@@ -120,7 +145,13 @@ const (
 	sqliteInsertCols  = 9
 )
 
-var sqliteInsertFull = sqliteInsertSQL(sqliteInsertChunk)
+// sqliteInserts[n] is the INSERT of n messages, 1 ≤ n ≤ sqliteInsertChunk.
+var sqliteInserts = func() (qs [sqliteInsertChunk + 1]string) {
+	for n := 1; n <= sqliteInsertChunk; n++ {
+		qs[n] = sqliteInsertSQL(n)
+	}
+	return qs
+}()
 
 // sqliteInsertSQL is the INSERT of n messages.
 func sqliteInsertSQL(n int) string {
@@ -139,7 +170,7 @@ func sqliteInsertSQL(n int) string {
 // sqliteUpsertReadSeqs creates member rows (world's implicit membership) or moves
 // their read pointers forward. "WHERE true" tells SQLite's parser that ON CONFLICT
 // belongs to the INSERT, not to a join.
-func sqliteUpsertReadSeqs(tx *gorm.DB, rows []memberRow) error {
+func sqliteUpsertReadSeqs(p *sqliteStmts, tx *gorm.DB, rows []memberRow) error {
 	vals := make([][5]any, len(rows))
 	for i, r := range rows {
 		vals[i] = [5]any{r.ConversationID, r.UserID, r.Role, r.LastReadSeq, r.JoinedAtMS}
@@ -148,15 +179,12 @@ func sqliteUpsertReadSeqs(tx *gorm.DB, rows []memberRow) error {
 	if err != nil {
 		return fmt.Errorf("encode %d read pointers: %w", len(rows), err)
 	}
-	return tx.Exec(`INSERT INTO conversation_members (conversation_id, user_id, role, last_read_seq, joined_at_ms)
-		SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?) WHERE true
-		ON CONFLICT (conversation_id, user_id) DO UPDATE SET last_read_seq = MAX(last_read_seq, excluded.last_read_seq)`,
-		string(arg)).Error
+	return p.exec(tx, sqliteUpsertReadSeqsSQL, string(arg))
 }
 
 // sqliteAdvanceReadSeqs is advanceReadSeqs on SQLite: existing read pointers move
 // forward to seq[k]; keys without a member row are left alone.
-func sqliteAdvanceReadSeqs(tx *gorm.DB, keys []memberKey, seq map[memberKey]int64) error {
+func sqliteAdvanceReadSeqs(p *sqliteStmts, tx *gorm.DB, keys []memberKey, seq map[memberKey]int64) error {
 	vals := make([][3]any, len(keys))
 	for i, k := range keys {
 		vals[i] = [3]any{k.conv, k.user, seq[k]}
@@ -165,5 +193,74 @@ func sqliteAdvanceReadSeqs(tx *gorm.DB, keys []memberKey, seq map[memberKey]int6
 	if err != nil {
 		return fmt.Errorf("encode %d read pointers: %w", len(keys), err)
 	}
-	return tx.Exec(sqliteAdvanceReadSeqsSQL, string(arg)).Error
+	return p.exec(tx, sqliteAdvanceReadSeqsSQL, string(arg))
+}
+
+// sqliteStmts holds the group commit's statements prepared on the writer's one
+// connection, so a commit binds and steps them without parsing. gorm's statement
+// cache does not do it for them: it prepares a statement first met inside a
+// transaction on that transaction, and database/sql prepares such a statement again
+// in every later transaction. Prepared on the database before any transaction,
+// Tx.StmtContext finds them ready on the writer's connection. They are prepared at
+// Open because the writer's only connection is inside the transaction when a
+// commit runs them; exec and query fall back to gorm for any other text.
+type sqliteStmts struct {
+	m map[string]*sql.Stmt
+}
+
+func prepareSQLiteStmts(ctx context.Context, db *sql.DB) (*sqliteStmts, error) {
+	p := &sqliteStmts{m: map[string]*sql.Stmt{}}
+	qs := []string{sqliteLookupSQL, sqliteAdvanceConversationsSQL, sqliteUpsertReadSeqsSQL, sqliteAdvanceReadSeqsSQL}
+	qs = append(qs, sqliteInserts[1:]...)
+	for _, q := range qs {
+		st, err := db.PrepareContext(ctx, q)
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("prepare %s: %w", firstLine(q), err), p.close())
+		}
+		p.m[q] = st
+	}
+	return p, nil
+}
+
+func (p *sqliteStmts) close() error {
+	if p == nil {
+		return nil
+	}
+	var errs []error
+	for _, st := range p.m {
+		errs = append(errs, st.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// in returns q's prepared statement bound to tx, or nil.
+func (p *sqliteStmts) in(tx *gorm.DB, q string) *sql.Stmt {
+	if p == nil {
+		return nil
+	}
+	st := p.m[q]
+	b, ok := tx.Statement.ConnPool.(interface {
+		StmtContext(context.Context, *sql.Stmt) *sql.Stmt
+	})
+	if st == nil || !ok {
+		return nil
+	}
+	return b.StmtContext(tx.Statement.Context, st)
+}
+
+func (p *sqliteStmts) exec(tx *gorm.DB, q string, args ...any) error {
+	st := p.in(tx, q)
+	if st == nil {
+		return tx.Exec(q, args...).Error
+	}
+	_, err := st.ExecContext(tx.Statement.Context, args...)
+	return err
+}
+
+func (p *sqliteStmts) query(tx *gorm.DB, q string, args ...any) (*sql.Rows, error) {
+	st := p.in(tx, q)
+	if st == nil {
+		return tx.Raw(q, args...).Rows()
+	}
+	return st.QueryContext(tx.Statement.Context, args...)
 }

@@ -106,7 +106,7 @@ func isSQLiteMemory(dsn string) bool {
 }
 
 // sqliteDSNs turns the configured file path into the writer and reader DSNs of
-// github.com/glebarez/go-sqlite, creating the file's directory.
+// modernc.org/sqlite, creating the file's directory.
 //
 // Both get WAL (readers never block the writer and vice versa), synchronous=NORMAL
 // (in WAL mode a commit survives a process crash; only an OS crash or power

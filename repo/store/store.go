@@ -19,13 +19,12 @@ import (
 	"unicode/utf8"
 
 	"github.com/bwmarrin/snowflake"
-	gosqlite "github.com/glebarez/go-sqlite"
-	"github.com/glebarez/sqlite"
 	"github.com/go-sql-driver/mysql"
 	gormmysql "gorm.io/driver/mysql"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 	"gorm.io/gorm/logger"
+	msqlite "modernc.org/sqlite"
 )
 
 var (
@@ -168,6 +167,9 @@ type Store struct {
 	// behind a commit. On MySQL both are the same pool.
 	wdb *gorm.DB
 	rdb *gorm.DB
+	// sqlite holds the group commit's statements prepared on the SQLite writer
+	// (append_sqlite.go); nil on MySQL.
+	sqlite *sqliteStmts
 
 	// life guards closed; ops counts calls in flight so Close can wait for
 	// them. closing is closed by Close to cut batch windows short.
@@ -256,7 +258,7 @@ func Open(ctx context.Context, cfg Config, ids *snowflake.Node, log *slog.Logger
 		if derr != nil {
 			return nil, derr
 		}
-		if s.wdb, err = gorm.Open(sqlite.Open(wdsn), gcfg()); err != nil {
+		if s.wdb, err = gorm.Open(sqliteDialector{dsn: wdsn}, gcfg()); err != nil {
 			return nil, fmt.Errorf("open sqlite %s: %w", cfg.DSN, err)
 		}
 		if err := setPool(s.wdb, 1, 0); err != nil {
@@ -267,7 +269,14 @@ func Open(ctx context.Context, cfg Config, ids *snowflake.Node, log *slog.Logger
 		if err := migrate(ctx, s.wdb, cfg.Driver); err != nil {
 			return nil, errors.Join(err, closeDB(s.wdb))
 		}
-		if s.rdb, err = gorm.Open(sqlite.Open(rdsn), gcfg()); err != nil {
+		wsql, err := s.wdb.DB()
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("sqlite writer: %w", err), closeDB(s.wdb))
+		}
+		if s.sqlite, err = prepareSQLiteStmts(ctx, wsql); err != nil {
+			return nil, errors.Join(err, closeDB(s.wdb))
+		}
+		if s.rdb, err = gorm.Open(sqliteDialector{dsn: rdsn}, gcfg()); err != nil {
 			return nil, errors.Join(fmt.Errorf("open sqlite readers %s: %w", cfg.DSN, err), closeDB(s.wdb))
 		}
 		if err := setPool(s.rdb, cfg.MaxOpenConns, 0); err != nil {
@@ -275,7 +284,7 @@ func Open(ctx context.Context, cfg Config, ids *snowflake.Node, log *slog.Logger
 		}
 		if ownCheckpoints {
 			// The writer's DSN: it may checkpoint (it is not query_only).
-			ckdb, err := sql.Open(sqlite.DriverName, wdsn)
+			ckdb, err := sql.Open("sqlite", wdsn)
 			if err != nil {
 				return nil, errors.Join(fmt.Errorf("open sqlite checkpointer %s: %w", cfg.DSN, err), closeDB(s.wdb), closeDB(s.rdb))
 			}
@@ -341,7 +350,7 @@ func (s *Store) Close() error {
 	if s.checkpointerDone != nil {
 		<-s.checkpointerDone
 	}
-	err := closeDB(s.wdb)
+	err := errors.Join(s.sqlite.close(), closeDB(s.wdb))
 	if s.rdb != s.wdb {
 		err = errors.Join(err, closeDB(s.rdb))
 	}
@@ -773,7 +782,7 @@ func isUniqueViolation(err error) bool {
 	if errors.As(err, &me) {
 		return me.Number == mysqlDupEntry
 	}
-	var se *gosqlite.Error
+	var se *msqlite.Error
 	if errors.As(err, &se) {
 		return se.Code() == sqliteConstraintUnique || se.Code() == sqliteConstraintPK
 	}
@@ -787,7 +796,7 @@ func isRetryable(err error) bool {
 	if errors.As(err, &me) {
 		return me.Number == mysqlDeadlock || me.Number == mysqlLockWaitTimeout
 	}
-	var se *gosqlite.Error
+	var se *msqlite.Error
 	if errors.As(err, &se) {
 		code := se.Code() & 0xff
 		return code == sqliteBusy || code == sqliteLocked
