@@ -269,9 +269,9 @@ func Open(ctx context.Context, cfg Config, ids *snowflake.Node, log *slog.Logger
 		if err := migrate(ctx, s.wdb, cfg.Driver); err != nil {
 			return nil, errors.Join(err, closeDB(s.wdb))
 		}
-		wsql, err := s.wdb.DB()
-		if err != nil {
-			return nil, errors.Join(fmt.Errorf("sqlite writer: %w", err), closeDB(s.wdb))
+		wsql, werr := s.wdb.DB()
+		if werr != nil {
+			return nil, errors.Join(fmt.Errorf("sqlite writer: %w", werr), closeDB(s.wdb))
 		}
 		if s.sqlite, err = prepareSQLiteStmts(ctx, wsql); err != nil {
 			return nil, errors.Join(err, closeDB(s.wdb))
