@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -556,17 +555,9 @@ func (s *Store) PeersMany(ctx context.Context, userIDs []int64) (map[int64][]int
 		Owner int64
 		ID    int64
 	}
-	// ids is "?" bound to the id list, or on SQLite a constant subquery over one JSON
-	// array: SQLite's driver parses every statement at every call, and a connect
-	// storm's presence batches made this one's text hundreds of placeholders long.
-	var ids any = userIDs
-	in := "?"
-	if s.driver == DriverSQLite {
-		arg, err := json.Marshal(userIDs)
-		if err != nil {
-			return nil, fmt.Errorf("encode %d user ids: %w", len(userIDs), err)
-		}
-		ids, in = string(arg), "(SELECT value FROM json_each(?))"
+	in, ids, err := s.inIDs(userIDs)
+	if err != nil {
+		return nil, err
 	}
 	err = s.rdb.WithContext(ctx).Raw(`
 SELECT user_id AS owner, friend_id AS id FROM friendships WHERE user_id IN `+in+`
