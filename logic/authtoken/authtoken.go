@@ -124,8 +124,11 @@ func (s *Signer) Verify(token string) (Claims, error) {
 	var h struct {
 		Alg string `json:"alg"`
 	}
-	if err := decodeSegment(head, &h); err != nil || h.Alg != jwt.SigningMethodHS256.Alg() {
-		return Claims{}, fmt.Errorf("%w: header: algorithm %q, %v", ErrInvalid, h.Alg, err)
+	if err := decodeSegment(head, &h); err != nil {
+		return Claims{}, fmt.Errorf("%w: header: %w", ErrInvalid, err)
+	}
+	if h.Alg != jwt.SigningMethodHS256.Alg() {
+		return Claims{}, fmt.Errorf("%w: algorithm %q", ErrInvalid, h.Alg)
 	}
 	var c struct {
 		Issuer  string       `json:"iss"`
