@@ -100,6 +100,9 @@ func TestUpgradeAndEcho(t *testing.T) {
 	if ts.s.Conns() != 1 {
 		t.Fatalf("Conns() = %d", ts.s.Conns())
 	}
+	// The drainer counts a batch after its write returns, so the client can read
+	// the last echo before the count moves: wait for it.
+	waitFor(t, 5*time.Second, "four frames counted out", func() bool { return ts.s.Stats().FramesOut >= 4 })
 	st := ts.s.Stats()
 	if st.Upgrades != 1 || st.FramesIn < 4 || st.FramesOut < 4 || st.BytesIn == 0 || st.BytesOut == 0 {
 		t.Fatalf("stats %+v", st)
