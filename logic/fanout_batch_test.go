@@ -98,10 +98,7 @@ func TestDoBatchOneRouteLookup(t *testing.T) {
 		listMembers: map[string]int{},
 	}
 	pub := &capturePub{topics: map[string][]pushq.Push{}}
-	f, err := newFanout(Default(), repo, pub, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := testFanout(t, repo, pub)
 	msg := func(conv string, seq int64) pushJob {
 		return messageJob(&repoapi.Message{Id: seq, ConversationId: conv, Seq: seq}, "")
 	}
@@ -161,10 +158,7 @@ func TestDoBatchResendSkipsSender(t *testing.T) {
 		listMembers: map[string]int{},
 	}
 	pub := &capturePub{topics: map[string][]pushq.Push{}}
-	f, err := newFanout(Default(), repo, pub, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := testFanout(t, repo, pub)
 	job := func(conv string, dup bool) pushJob {
 		j := messageJob(&repoapi.Message{Id: 5, ConversationId: conv, Seq: 1, SenderId: 1}, "gw-a/1")
 		j.dup = dup
@@ -203,10 +197,7 @@ func TestDoBatchPresenceOneLookup(t *testing.T) {
 		listMembers: map[string]int{},
 	}
 	pub := &capturePub{topics: map[string][]pushq.Push{}}
-	f, err := newFanout(Default(), repo, pub, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := testFanout(t, repo, pub)
 	f.doBatch([]pushJob{presenceJob(10, true), presenceJob(11, true), presenceJob(12, false)})
 	if len(repo.listPeers) != 1 || !slices.Equal(repo.listPeers[0], []int64{10, 11, 12}) {
 		t.Fatalf("ListPeersBatch calls %v, want one for [10 11 12]", repo.listPeers)
@@ -270,10 +261,7 @@ func TestDoBatchPublishesOnceAndRetriesFailures(t *testing.T) {
 		listMembers: map[string]int{},
 	}
 	pub := &batchPub{capturePub: capturePub{topics: map[string][]pushq.Push{}}, fail: map[string]bool{pushq.GatewayTopic("gw-b"): true}}
-	f, err := newFanout(Default(), repo, pub, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := testFanout(t, repo, pub)
 	msg := func(seq int64) pushJob {
 		return messageJob(&repoapi.Message{Id: seq, ConversationId: "single_aaaa", Seq: seq}, "")
 	}
@@ -315,4 +303,15 @@ func TestDropLogsAtMostOncePerSecond(t *testing.T) {
 	if got := testutil.ToFloat64(f.dropped); got != 1000 {
 		t.Fatalf("dropped counter %v, want 1000", got)
 	}
+}
+
+// testFanout is a fan-out with default settings over repo and bus, without task or
+// gateway set.
+func testFanout(t *testing.T, repo Repo, bus Publisher) *fanout {
+	t.Helper()
+	f, err := newFanout(Default(), repo, bus, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }

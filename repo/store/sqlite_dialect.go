@@ -3,7 +3,6 @@ package store
 import (
 	"database/sql"
 	"fmt"
-	"strconv"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/callbacks"
@@ -26,7 +25,7 @@ import (
 //
 // The dialect is glebarez/sqlite's (MIT), cut to what this store uses: the schema is
 // plain DDL (schema.go), so the migrator is gorm's generic one and DataTypeOf only
-// has to be sensible.
+// has to be sensible; no query uses OFFSET, whose LIMIT-less form SQLite lacks.
 type sqliteDialector struct{ dsn string }
 
 func (sqliteDialector) Name() string { return "sqlite" }
@@ -43,7 +42,6 @@ func (d sqliteDialector) Initialize(db *gorm.DB) error {
 		DeleteClauses:        []string{"DELETE", "FROM", "WHERE", "RETURNING"},
 		LastInsertIDReversed: true,
 	})
-	db.ClauseBuilders["LIMIT"] = sqliteLimit
 	db.ClauseBuilders["FOR"] = func(c clause.Clause, b clause.Builder) {
 		if _, ok := c.Expression.(clause.Locking); ok {
 			return // SQLite locks the whole database; there are no row locks to ask for
@@ -51,28 +49,6 @@ func (d sqliteDialector) Initialize(db *gorm.DB) error {
 		c.Build(b)
 	}
 	return nil
-}
-
-// sqliteLimit writes LIMIT -1 when there is only an OFFSET: SQLite has no OFFSET
-// without LIMIT.
-func sqliteLimit(c clause.Clause, b clause.Builder) {
-	limit, ok := c.Expression.(clause.Limit)
-	if !ok {
-		c.Build(b)
-		return
-	}
-	lmt := -1
-	if limit.Limit != nil && *limit.Limit >= 0 {
-		lmt = *limit.Limit
-	}
-	if lmt >= 0 || limit.Offset > 0 {
-		b.WriteString("LIMIT ")
-		b.WriteString(strconv.Itoa(lmt))
-	}
-	if limit.Offset > 0 {
-		b.WriteString(" OFFSET ")
-		b.WriteString(strconv.Itoa(limit.Offset))
-	}
 }
 
 func (d sqliteDialector) Migrator(db *gorm.DB) gorm.Migrator {
