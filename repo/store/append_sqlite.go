@@ -51,7 +51,8 @@ const (
 	sqliteAdvanceConversationSQL = `UPDATE OR FAIL conversations
 		SET last_seq = ?, last_message_id = ?, last_message_preview = ?, last_message_at_ms = ? WHERE id = ?`
 	sqliteAdvanceReadSeqSQL = `UPDATE OR FAIL conversation_members SET last_read_seq = ?
-		WHERE conversation_id = ? AND user_id = ? AND last_read_seq < ?`)
+		WHERE conversation_id = ? AND user_id = ? AND last_read_seq < ?`
+)
 
 // sqliteFindClientKeys is lookupClientKeys' query on SQLite: one probe of
 // uk_messages_sender_client_msg per (sender, client id) pair. CROSS JOIN keeps
