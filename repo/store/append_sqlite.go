@@ -17,12 +17,11 @@ import (
 // value, a CASE arm per conversation. On SQLite they were parsed at every commit (the
 // driver of the time kept no prepared statement: 22% of the process in
 // sqlite3Prepare at 3,300 sends/s), and every CASE was evaluated against every
-// updated row. Here each statement but the INSERT has a constant text and takes the
-// whole batch as one JSON array, unpacked by json_each: one prepared statement
-// (sqliteStmts) serves 1 message or 1,000, and each row is found through its index
-// once. JSON keeps 64-bit integers exact and strings byte for byte (all text is
-// valid UTF-8, checked by validateMessage). The INSERT binds its values in chunks of
-// a fixed size (sqliteInsertMessages says why).
+// updated row. Here every statement has a constant text and is prepared once
+// (sqliteStmts): the lookups take the whole batch as one JSON array, unpacked by
+// json_each (JSON keeps 64-bit integers exact and strings byte for byte; all text is
+// valid UTF-8, checked by validateMessage); the INSERT binds its values in chunks
+// of a fixed size (sqliteInsertMessages says why); each UPDATE writes one row.
 
 // The statements that look rows up by the batch's keys; TestSQLitePlans checks that
 // each probes an index once per key.
