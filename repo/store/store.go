@@ -255,6 +255,7 @@ func Open(ctx context.Context, cfg Config, ids *snowflake.Node, log *slog.Logger
 	var err error
 	switch cfg.Driver {
 	case DriverSQLite:
+		keepSQLiteAllocatorPages()
 		wdsn, rdsn, ownCheckpoints, derr := sqliteDSNs(cfg.DSN)
 		if derr != nil {
 			return nil, derr

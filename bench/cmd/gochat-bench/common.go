@@ -148,18 +148,31 @@ func scrape(ctx context.Context, admin string) (gwMetrics, error) {
 			resp.Body.Close()
 		}
 	}
-	resp, err := get("/metrics")
-	if err != nil {
-		return gwMetrics{}, fmt.Errorf("scrape %s: %w", admin, err)
-	}
-	defer resp.Body.Close()
 	var m gwMetrics
-	want := map[string]*float64{
+	err := readGauges(ctx, hc, admin, map[string]*float64{
 		"process_resident_memory_bytes": &m.RSS,
 		"go_memstats_heap_inuse_bytes":  &m.HeapInuse,
 		"go_goroutines":                 &m.Goroutines,
 		"gochat_gateway_connections":    &m.Connections,
+	})
+	return m, err
+}
+
+// readGauges reads the named unlabelled samples of admin's /metrics into want's
+// pointers. A sample that is missing is an error, not zero: a process out of file
+// descriptors, for one, cannot open /proc/self/stat and drops
+// process_resident_memory_bytes.
+func readGauges(ctx context.Context, hc *http.Client, admin string, want map[string]*float64) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/metrics", nil)
+	if err != nil {
+		return fmt.Errorf("scrape %s: %w", admin, err)
 	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("scrape %s: %w", admin, err)
+	}
+	defer resp.Body.Close()
+	want = maps.Clone(want)
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -172,14 +185,27 @@ func scrape(ctx context.Context, admin string) (gwMetrics, error) {
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return m, fmt.Errorf("scrape %s: %w", admin, err)
+		return fmt.Errorf("scrape %s: %w", admin, err)
 	}
-	// A gauge that is missing is not zero: a process out of file descriptors, for
-	// one, cannot open /proc/self/stat and drops process_resident_memory_bytes.
 	if len(want) > 0 {
-		return m, fmt.Errorf("scrape %s: /metrics lacks %s", admin, strings.Join(slices.Sorted(maps.Keys(want)), ", "))
+		return fmt.Errorf("scrape %s: /metrics lacks %s", admin, strings.Join(slices.Sorted(maps.Keys(want)), ", "))
 	}
-	return m, nil
+	return nil
+}
+
+// serverCPU is the CPU time in seconds the processes behind admins have used so
+// far (process_cpu_seconds_total, summed).
+func serverCPU(ctx context.Context, admins []string) (float64, error) {
+	hc := &http.Client{Timeout: 5 * time.Second}
+	var sum float64
+	for _, a := range admins {
+		var v float64
+		if err := readGauges(ctx, hc, a, map[string]*float64{"process_cpu_seconds_total": &v}); err != nil {
+			return 0, err
+		}
+		sum += v
+	}
+	return sum, nil
 }
 
 // parseRate accepts "1000" or "1k"/"10k"/"1.5m".

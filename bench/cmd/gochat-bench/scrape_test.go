@@ -40,3 +40,26 @@ func TestScrapeMissingGauge(t *testing.T) {
 		})
 	}
 }
+
+// serverCPU sums process_cpu_seconds_total over the admins and fails when one
+// lacks it.
+func TestServerCPU(t *testing.T) {
+	serve := func(body string) string {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/metrics" {
+				fmt.Fprint(w, "# HELP process_cpu_seconds_total x\n"+body)
+			}
+		}))
+		t.Cleanup(srv.Close)
+		return strings.TrimPrefix(srv.URL, "http://")
+	}
+	a := serve("process_cpu_seconds_total 1.25\ngo_goroutines 3\n")
+	b := serve("process_cpu_seconds_total 40\n")
+	none := serve("go_goroutines 3\n")
+	if got, err := serverCPU(context.Background(), []string{a, b}); err != nil || got != 41.25 {
+		t.Fatalf("serverCPU = %v, %v; want 41.25", got, err)
+	}
+	if _, err := serverCPU(context.Background(), []string{a, none}); err == nil || !strings.Contains(err.Error(), "lacks process_cpu_seconds_total") {
+		t.Fatalf("serverCPU with a server lacking the counter: err = %v", err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gochat/gochat/bench/internal/report"
@@ -27,6 +28,13 @@ type step struct {
 	RecipP99  float64 `json:"recipient_p99_ms"`
 	Unacked   int64   `json:"unacked"`
 	ErrFrames int64   `json:"error_frames"`
+	// CPU during the step: of the processes behind -admins (process_cpu_seconds_total;
+	// absent without -admins) and of this harness, in cores, and the servers' CPU
+	// per acked send. On a shared machine the rate moves with the neighbours; the
+	// CPU per send moves much less, which makes it the number to compare.
+	ServerCores     float64 `json:"server_cores,omitempty"`
+	ServerCPUPerAck float64 `json:"server_cpu_us_per_ack,omitempty"`
+	HarnessCores    float64 `json:"harness_cores"`
 }
 
 // runThroughput finds the highest rate of acked durable sends: closed-loop senders in
@@ -121,8 +129,10 @@ func runThroughput(args []string, stdout, stderr io.Writer) error {
 		}
 		time.Sleep(time.Until(time.Unix(0, t.from)))
 		ackedAtFrom := t.acks.Total()
+		cpu0 := readCPU(ctx, c.adm)
 		time.Sleep(time.Until(time.Unix(0, stopAt.Load())))
 		ackedAtStop := t.acks.Total()
+		cpu1 := readCPU(ctx, c.adm)
 		// Let the step's in-flight sends finish (acks are due within 5 s) before the
 		// next step starts.
 		done := make(chan struct{})
@@ -136,6 +146,17 @@ func runThroughput(args []string, stdout, stderr io.Writer) error {
 		prog.Stop()
 		st := step{Window: w, InFlight: w * len(convs), Acked: ackedAtStop - ackedAtFrom, ErrFrames: f.errFrames.Load() - err0}
 		st.AcksPerS = float64(st.Acked) / stepDur.Seconds()
+		if cpu0.err == nil && cpu1.err == nil {
+			st.HarnessCores = (cpu1.harness - cpu0.harness) / stepDur.Seconds()
+			if len(c.adm) > 0 {
+				st.ServerCores = (cpu1.servers - cpu0.servers) / stepDur.Seconds()
+				if st.Acked > 0 {
+					st.ServerCPUPerAck = (cpu1.servers - cpu0.servers) / float64(st.Acked) * 1e6
+				}
+			}
+		} else {
+			r.Notes = append(r.Notes, fmt.Sprintf("window %d: CPU not measured: %v", w, errors.Join(cpu0.err, cpu1.err)))
+		}
 		ah, dh := t.ack[si][kindDirect], t.deliver[si][kindDirect]
 		st.AckP50, st.AckP99 = ms(ah.Quantile(0.5)), ms(ah.Quantile(0.99))
 		st.RecipP50, st.RecipP99 = ms(dh.Quantile(0.5)), ms(dh.Quantile(0.99))
@@ -151,8 +172,8 @@ func runThroughput(args []string, stdout, stderr io.Writer) error {
 			break
 		}
 		steps[si] = st
-		fmt.Fprintf(stderr, "throughput: window %d (%d in flight): %.0f acked/s, ack p50 %.2f ms p99 %.2f ms, recipient p50 %.2f ms p99 %.2f ms\n",
-			w, st.InFlight, st.AcksPerS, st.AckP50, st.AckP99, st.RecipP50, st.RecipP99)
+		fmt.Fprintf(stderr, "throughput: window %d (%d in flight): %.0f acked/s, ack p50 %.2f ms p99 %.2f ms, recipient p50 %.2f ms p99 %.2f ms, server %.2f cores (%.0f µs per ack), harness %.2f cores\n",
+			w, st.InFlight, st.AcksPerS, st.AckP50, st.AckP99, st.RecipP50, st.RecipP99, st.ServerCores, st.ServerCPUPerAck, st.HarnessCores)
 	}
 	r.Metrics["steps"] = steps
 	r.Metrics["send_errors"] = sendErrs.Load()
@@ -187,4 +208,25 @@ func runThroughput(args []string, stdout, stderr io.Writer) error {
 	r.AddTarget("send→recipient p50 at that rate", "<", 5, b.RecipP50, "ms")
 	r.AddTarget("acked sends/s with ack p99 < 50 ms (seed's figure)", ">=", 50000, b.AcksPerS, "msgs/s")
 	return c.finish(r, start, stdout)
+}
+
+// cpuReading is the CPU time used so far, in seconds, by the servers behind -admins
+// and by this process.
+type cpuReading struct {
+	servers, harness float64
+	err              error
+}
+
+func readCPU(ctx context.Context, admins []string) cpuReading {
+	var r cpuReading
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		r.err = fmt.Errorf("getrusage: %w", err)
+		return r
+	}
+	r.harness = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+	if len(admins) > 0 {
+		r.servers, r.err = serverCPU(ctx, admins)
+	}
+	return r
 }
