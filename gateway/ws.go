@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bytedance/sonic"
 	"github.com/cloudwego/kitex/pkg/kerrors"
 
 	"github.com/gochat/gochat/gateway/internal/wire"
@@ -122,7 +123,7 @@ func (h *wsHandler) OnText(c *wsnet.Conn, msg []byte) {
 	g := (*Gateway)(h)
 	s := c.Data().(*session)
 	var f wire.InFrame
-	if err := json.Unmarshal(msg, &f); err != nil {
+	if err := sonic.ConfigStd.Unmarshal(msg, &f); err != nil {
 		g.m.in["invalid"].Inc()
 		g.writeError(c, "BAD_FRAME", `frame must be a JSON object {"type": "...", "data": {...}}`, "")
 		return
@@ -156,7 +157,7 @@ func truncate(s string, n int) string {
 func (g *Gateway) onSend(c *wsnet.Conn, s *session, raw json.RawMessage) {
 	start := time.Now()
 	var d wire.SendMessage
-	if len(raw) == 0 || json.Unmarshal(raw, &d) != nil {
+	if len(raw) == 0 || sonic.ConfigStd.Unmarshal(raw, &d) != nil {
 		g.writeError(c, "BAD_FRAME", "send-message data must be an object with conversationId, content, messageType and tempMessageId", "")
 		g.m.sendErr.Observe(time.Since(start).Seconds())
 		return

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+
+	"github.com/bytedance/sonic"
 )
 
 // maxConversationIDLen matches conversations.id varchar(64).
@@ -67,7 +69,7 @@ func (p Push) Encode() ([]byte, error) {
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
-	b, err := json.Marshal(p)
+	b, err := sonic.ConfigStd.Marshal(p)
 	if err != nil {
 		return nil, fmt.Errorf("encode push %d: %w", p.Message.ID, err)
 	}
@@ -80,7 +82,7 @@ func (p Push) Encode() ([]byte, error) {
 // during a rolling upgrade.
 func DecodePush(b []byte) (Push, error) {
 	var p Push
-	if err := json.Unmarshal(b, &p); err != nil {
+	if err := sonic.ConfigStd.Unmarshal(b, &p); err != nil {
 		return Push{}, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	if err := p.validate(); err != nil {

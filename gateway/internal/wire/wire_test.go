@@ -96,3 +96,46 @@ func TestIdempotencyKey(t *testing.T) {
 		t.Fatalf("client key lost: %+v", m)
 	}
 }
+
+// flexByDecoder is what Flex decoded to before its fast path: the standard
+// decoder's reading as a string, else as a number.
+func flexByDecoder(b []byte) (string, error) {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		return s, nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(b, &n); err != nil {
+		return "", err
+	}
+	return n.String(), nil
+}
+
+// Flex's fast path for plain strings must agree with the decoder on every value.
+func TestFlexAgreesWithDecoder(t *testing.T) {
+	for _, in := range flexSeeds {
+		checkFlex(t, []byte(in))
+	}
+}
+
+func FuzzFlex(f *testing.F) {
+	for _, in := range flexSeeds {
+		f.Add([]byte(in))
+	}
+	f.Fuzz(checkFlex)
+}
+
+var flexSeeds = []string{
+	`"t-1"`, `""`, `"a\"b"`, `"a\\b"`, `"\u00e9"`, `"é"`, "\"\xff\"", "\"a\x01\"", `"tab	in"`,
+	`12345678901234567890`, `-1.5e3`, `null`, `true`, `{}`, `"`, `"a"b"`, `"a`, ` "x" `,
+}
+
+func checkFlex(t *testing.T, b []byte) {
+	t.Helper()
+	want, wantErr := flexByDecoder(b)
+	var f Flex
+	err := f.UnmarshalJSON(b)
+	if (err != nil) != (wantErr != nil) || (err == nil && string(f) != want) {
+		t.Fatalf("Flex(%q) = %q, %v; the decoder says %q, %v", b, f, err, want, wantErr)
+	}
+}
