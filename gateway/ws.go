@@ -216,7 +216,7 @@ func sendOutcome(res *logicapi.SendOutcome, err error) (*repoapi.Message, error)
 
 func (g *Gateway) onSync(c *wsnet.Conn, s *session, raw json.RawMessage) {
 	var d wire.Sync
-	if len(raw) == 0 || json.Unmarshal(raw, &d) != nil || d.AfterSeq < 0 || d.Limit < 0 {
+	if len(raw) == 0 || sonic.ConfigStd.Unmarshal(raw, &d) != nil || d.AfterSeq < 0 || d.Limit < 0 {
 		g.writeError(c, "BAD_FRAME", "sync data must be {conversationId, afterSeq >= 0, limit?}", "")
 		return
 	}
@@ -239,7 +239,7 @@ func (g *Gateway) onSync(c *wsnet.Conn, s *session, raw json.RawMessage) {
 
 func (g *Gateway) onRead(c *wsnet.Conn, s *session, raw json.RawMessage) {
 	var d wire.Read
-	if len(raw) == 0 || json.Unmarshal(raw, &d) != nil || d.SeqID < 0 {
+	if len(raw) == 0 || sonic.ConfigStd.Unmarshal(raw, &d) != nil || d.SeqID < 0 {
 		g.writeError(c, "BAD_FRAME", "read data must be {conversationId, seqId >= 0}", "")
 		return
 	}
