@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/cloudwego/kitex/pkg/kerrors"
@@ -28,6 +27,7 @@ type Store interface {
 	UserByName(ctx context.Context, username string) (store.User, error)
 	UsersByID(ctx context.Context, ids []int64) ([]store.User, error)
 	Append(ctx context.Context, m store.Message) (store.Message, bool, error)
+	AppendMany(ctx context.Context, ms []store.Message) []store.Appended
 	Messages(ctx context.Context, convID string, fromSeq, toSeq int64) ([]store.Message, error)
 	Conversation(ctx context.Context, id string) (store.Conversation, error)
 	ReadSeq(ctx context.Context, convID string, userID int64) (int64, error)
@@ -161,46 +161,49 @@ func (h *Handler) Append(ctx context.Context, req *repoapi.AppendReq) (*repoapi.
 	if m == nil {
 		return nil, kerrors.NewBizStatusError(int32(base.ErrCode_BAD_REQUEST), "message required")
 	}
-	stored, dup, err := h.store.Append(ctx, store.Message{
-		ConversationID: m.ConversationId, SenderID: m.SenderId, SenderName: m.SenderName,
-		Type: m.Type, Content: m.Content, ClientMsgID: m.ClientMsgId,
-	})
+	stored, dup, err := h.store.Append(ctx, messageFromWire(m))
 	if err != nil {
 		return nil, h.toWire("append", err)
 	}
 	return &repoapi.AppendResp{Message: messageToWire(stored), Duplicate: dup}, nil
 }
 
-// AppendBatch is Append for many messages: each message's Append runs in its own
-// goroutine, so they all join the store's group commit (one transaction, or a few
-// when the batch outgrows the store's batch size) instead of committing one after
-// the other. A message's failure is its own outcome, with the code and message the
-// single Append would have answered; the batch as a whole fails only when oversized.
+// AppendBatch is Append for many messages: they join the store's group commit
+// together (one transaction, or a few when the batch outgrows the store's batch
+// size) through one Store.AppendMany call. A message's failure is its own outcome,
+// with the code and message the single Append would have answered; the batch as a
+// whole fails only when oversized.
 func (h *Handler) AppendBatch(ctx context.Context, req *repoapi.AppendBatchReq) (*repoapi.AppendBatchResp, error) {
 	if len(req.Messages) > maxListIDs {
 		return nil, badRequest("at most 1000 messages at once")
 	}
 	results := make([]*repoapi.AppendOutcome, len(req.Messages))
-	appendOne := func(i int) {
-		if m := req.Messages[i]; m == nil {
+	ms := make([]store.Message, 0, len(req.Messages))
+	idx := make([]int, 0, len(req.Messages)) // results index of ms[k]
+	for i, m := range req.Messages {
+		if m == nil {
 			results[i] = &repoapi.AppendOutcome{ErrorCode: base.ErrCode_BAD_REQUEST, Message: "message required"}
-		} else {
-			results[i] = appendOutcome(h.Append(ctx, &repoapi.AppendReq{Message: m}))
+			continue
 		}
+		ms = append(ms, messageFromWire(m))
+		idx = append(idx, i)
 	}
-	if len(req.Messages) == 0 {
-		return &repoapi.AppendBatchResp{Results: results}, nil
+	for k, r := range h.store.AppendMany(ctx, ms) {
+		if r.Err != nil {
+			results[idx[k]] = appendOutcome(nil, h.toWire("append", r.Err))
+			continue
+		}
+		results[idx[k]] = &repoapi.AppendOutcome{Resp: &repoapi.AppendResp{Message: messageToWire(r.Msg), Duplicate: r.Duplicate}}
 	}
-	// The first message is appended on this goroutine, the others on their own.
-	// A batch of one (an idle logic's) is then exactly a single Append: when it leads
-	// its group commit it answers as soon as the commit is done, not after a wake-up.
-	var wg sync.WaitGroup
-	for i := 1; i < len(req.Messages); i++ {
-		wg.Go(func() { appendOne(i) })
-	}
-	appendOne(0)
-	wg.Wait()
 	return &repoapi.AppendBatchResp{Results: results}, nil
+}
+
+// messageFromWire is what Append stores of a wire message.
+func messageFromWire(m *repoapi.Message) store.Message {
+	return store.Message{
+		ConversationID: m.ConversationId, SenderID: m.SenderId, SenderName: m.SenderName,
+		Type: m.Type, Content: m.Content, ClientMsgID: m.ClientMsgId,
+	}
 }
 
 // appendOutcome turns Append's answer into a batch outcome. Append's errors went

@@ -82,45 +82,103 @@ type batch struct {
 // stores nothing and returns the stored message with duplicate = true. A missing conversation yields ErrNotFound and consumes no
 // seq. See the comment at the top of this file for ctx cancellation.
 func (s *Store) Append(ctx context.Context, m Message) (stored Message, duplicate bool, err error) {
+	r := s.AppendMany(ctx, []Message{m})[0]
+	return r.Msg, r.Duplicate, r.Err
+}
+
+// Appended is one message's outcome in AppendMany: what Append would have returned.
+type Appended struct {
+	Msg       Message
+	Duplicate bool
+	Err       error
+}
+
+// AppendMany is Append for several messages in one call, each with its own
+// outcome, exactly what its own Append would have returned. They join the open
+// batch together and in order (one that fills up continues in the next), so a
+// caller with many messages neither starts a goroutine per message nor wakes one
+// per message when the commit is done. Messages of one conversation get their
+// seqs in the order given. See the comment at the top of this file for ctx
+// cancellation; it applies to each message.
+func (s *Store) AppendMany(ctx context.Context, ms []Message) []Appended {
+	res := make([]Appended, len(ms))
 	done, err := s.enter()
 	if err != nil {
-		return Message{}, false, err
+		for i := range res {
+			res[i].Err = err
+		}
+		return res
 	}
 	defer done()
-	if err := validateMessage(m); err != nil {
-		return Message{}, false, fmt.Errorf("append to %s: %w", m.ConversationID, err)
-	}
-	if err := ctx.Err(); err != nil {
-		return Message{}, false, fmt.Errorf("append to %s: %w", m.ConversationID, err)
+	items := make([]*item, len(ms))
+	for i, m := range ms {
+		err := validateMessage(m)
+		if err == nil {
+			err = ctx.Err()
+		}
+		if err != nil {
+			res[i].Err = fmt.Errorf("append to %s: %w", m.ConversationID, err)
+			continue
+		}
+		items[i] = &item{msg: m}
 	}
 
-	it := &item{msg: m}
-	s.bmu.Lock()
-	b, leader := s.open, false
-	if b == nil {
-		b = &batch{full: make(chan struct{}), done: make(chan struct{})}
-		s.open, leader = b, true
+	// One part per batch the items land in: a run of items in the same batch,
+	// which this call leads when it opened that batch.
+	type part struct {
+		b      *batch
+		leader bool
+		items  []*item
 	}
-	b.items = append(b.items, it)
-	if len(b.items) >= s.cfg.MaxBatch {
-		s.open = nil
-		close(b.full)
+	var parts []part
+	s.bmu.Lock()
+	for _, it := range items {
+		if it == nil {
+			continue
+		}
+		b, leader := s.open, false
+		if b == nil {
+			b = &batch{full: make(chan struct{}), done: make(chan struct{})}
+			s.open, leader = b, true
+		}
+		b.items = append(b.items, it)
+		if len(parts) == 0 || parts[len(parts)-1].b != b {
+			parts = append(parts, part{b: b, leader: leader})
+		}
+		parts[len(parts)-1].items = append(parts[len(parts)-1].items, it)
+		if len(b.items) >= s.cfg.MaxBatch {
+			s.open = nil
+			close(b.full)
+		}
 	}
 	s.bmu.Unlock()
 	if s.hooks.enqueued != nil {
-		s.hooks.enqueued()
+		for range parts {
+			s.hooks.enqueued()
+		}
 	}
 
-	var out outcome
-	if leader {
-		out = s.lead(ctx, b, it)
-	} else {
-		out = s.follow(ctx, b, it)
+	// In order: a batch this call opened after another filled up can only commit
+	// after it anyway (wmu), and it stays open to joiners meanwhile.
+	for _, p := range parts {
+		if p.leader {
+			s.lead(ctx, p.b, p.items)
+		} else {
+			s.follow(ctx, p.b, p.items)
+		}
 	}
-	return out.msg, out.dup, out.err
+	for i, it := range items {
+		if it != nil {
+			res[i] = Appended{Msg: it.out.msg, Duplicate: it.out.dup, Err: it.out.err}
+		}
+	}
+	return res
 }
 
-func (s *Store) lead(ctx context.Context, b *batch, own *item) outcome {
+// lead waits for b to fill up or its window to pass, then writes it, own items
+// included. Own items are withdrawn, with ctx's error as their outcome, when ctx
+// ended first.
+func (s *Store) lead(ctx context.Context, b *batch, own []*item) {
 	t := time.NewTimer(s.cfg.BatchWindow)
 	select {
 	case <-b.full:
@@ -132,12 +190,8 @@ func (s *Store) lead(ctx context.Context, b *batch, own *item) outcome {
 
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	items, ownWithdrawn := s.seal(b, own, ctx.Err() != nil)
+	items := s.seal(ctx, b, own)
 	s.writeBatch(ctx, b, items)
-	if ownWithdrawn {
-		return outcome{err: fmt.Errorf("append to %s: %w", own.msg.ConversationID, ctx.Err())}
-	}
-	return own.out
 }
 
 // writeBatch commits items and publishes their outcomes by closing b.done.
@@ -161,35 +215,52 @@ func (s *Store) writeBatch(ctx context.Context, b *batch, items []*item) {
 	close(b.done)
 }
 
-func (s *Store) follow(ctx context.Context, b *batch, it *item) outcome {
+// follow waits for b's outcomes for own. When ctx ends first, own items not yet
+// sealed are withdrawn with ctx's error; sealed ones are being written, and their
+// outcomes must reach the caller.
+func (s *Store) follow(ctx context.Context, b *batch, own []*item) {
 	select {
 	case <-b.done:
-		return it.out
+		return
 	case <-ctx.Done():
 	}
+	sealed := false
 	s.bmu.Lock()
-	withdrawn := it.state == stateQueued
-	if withdrawn {
-		it.state = stateWithdrawn
+	for _, it := range own {
+		if it.state == stateQueued {
+			it.state = stateWithdrawn
+			it.out = withdrawnOutcome(ctx, it)
+		} else {
+			sealed = true
+		}
 	}
 	s.bmu.Unlock()
-	if withdrawn {
-		return outcome{err: fmt.Errorf("append to %s: %w", it.msg.ConversationID, ctx.Err())}
+	if sealed {
+		<-b.done
 	}
-	<-b.done // sealed: the write is under way and its outcome must reach the caller
-	return it.out
+}
+
+// withdrawnOutcome is the outcome of an item its caller gave up on before it was
+// sealed: it was never written.
+func withdrawnOutcome(ctx context.Context, it *item) outcome {
+	return outcome{err: fmt.Errorf("append to %s: %w", it.msg.ConversationID, ctx.Err())}
 }
 
 // seal closes b to joiners and claims its live items for writing. It
-// withdraws the leader's own item when the leader was cancelled.
-func (s *Store) seal(b *batch, own *item, ownCancelled bool) (live []*item, ownWithdrawn bool) {
+// withdraws the leader's own items when the leader's ctx has ended.
+func (s *Store) seal(ctx context.Context, b *batch, own []*item) (live []*item) {
 	s.bmu.Lock()
 	defer s.bmu.Unlock()
 	if s.open == b {
 		s.open = nil
 	}
-	if ownCancelled && own.state == stateQueued {
-		own.state = stateWithdrawn
+	if ctx.Err() != nil {
+		for _, it := range own {
+			if it.state == stateQueued {
+				it.state = stateWithdrawn
+				it.out = withdrawnOutcome(ctx, it)
+			}
+		}
 	}
 	live = make([]*item, 0, len(b.items))
 	for _, it := range b.items {
@@ -198,7 +269,7 @@ func (s *Store) seal(b *batch, own *item, ownCancelled bool) (live []*item, ownW
 			live = append(live, it)
 		}
 	}
-	return live, own.state == stateWithdrawn
+	return live
 }
 
 // commit writes items in one transaction. If that fails, it writes them one

@@ -55,6 +55,8 @@ func contractCases() []contractCase {
 		{"PanicInBatchDoesNotStrandFollowers", testPanicInBatch},
 		{"FollowerCancelWithdraws", testFollowerCancel},
 		{"LeaderCancelStillCommitsFollowers", testLeaderCancel},
+		{"AppendManyAcrossBatches", testAppendMany},
+		{"AppendManyFollowerCancelWithdrawsAll", testAppendManyCancel},
 		{"ReadSeq", testReadSeq},
 		{"UserConversations", testUserConversations},
 		{"AddFriend", testAddFriend},
@@ -851,6 +853,97 @@ func testLeaderCancel(t *testing.T, h *harness) {
 	wantSeqs(t, msgs, 1)
 	if msgs[0].Content != "follower" {
 		t.Errorf("stored %q, want only the follower's message", msgs[0].Content)
+	}
+}
+
+// testAppendMany appends, in one call, more messages than a batch holds: each gets
+// the outcome its own Append would have had, seqs follow the order given, and the
+// call leads one batch after another.
+func testAppendMany(t *testing.T, h *harness) {
+	s := h.open(t, window(20*time.Millisecond), maxBatch(4))
+	addConversation(t, s, "c", "group")
+	addConversation(t, s, "d", "group")
+	addMember(t, s, "c", 1)
+	msg := func(conv, content, clientID string) Message {
+		return Message{ConversationID: conv, SenderID: 1, Content: content, ClientMsgID: clientID}
+	}
+	in := []Message{
+		msg("c", "a", "x1"), msg("d", "b", ""), msg("c", "c", ""), msg("nope", "?", ""), // batch 1 (full)
+		msg("c", "\xff\xfe", ""),                                                           // invalid (not UTF-8): never queued
+		msg("c", "a again", "x1"), msg("c", "e", ""), msg("d", "f", ""), msg("c", "g", ""), // batch 2 (full)
+		msg("c", "h", ""), // batch 3, after the window
+	}
+	res := s.AppendMany(t.Context(), in)
+	if len(res) != len(in) {
+		t.Fatalf("AppendMany returned %d results for %d messages", len(res), len(in))
+	}
+	wantSeq := map[int]int64{0: 1, 1: 1, 2: 2, 6: 3, 7: 2, 8: 4, 9: 5}
+	for i, r := range res {
+		switch {
+		case i == 3:
+			if !errors.Is(r.Err, ErrNotFound) {
+				t.Errorf("message %d to a missing conversation: err = %v, want ErrNotFound", i, r.Err)
+			}
+		case i == 4:
+			if !errors.Is(r.Err, ErrInvalid) {
+				t.Errorf("invalid message %d: err = %v, want ErrInvalid", i, r.Err)
+			}
+		case i == 5:
+			if r.Err != nil || !r.Duplicate || r.Msg.ID != res[0].Msg.ID {
+				t.Errorf("resent message %d = %+v; want a duplicate of message 0 (id %d)", i, r, res[0].Msg.ID)
+			}
+		default:
+			if r.Err != nil || r.Duplicate || r.Msg.Seq != wantSeq[i] || r.Msg.Content != in[i].Content {
+				t.Errorf("message %d = seq %d %q dup %v err %v; want seq %d %q", i, r.Msg.Seq, r.Msg.Content, r.Duplicate, r.Err, wantSeq[i], in[i].Content)
+			}
+		}
+	}
+	if st := s.Stats(); st.Batches != 3 || st.Messages != 7 || st.LargestBatch != 3 {
+		t.Errorf("stats = %+v; want 3 transactions storing 7 messages, at most 3 at once", st)
+	}
+	wantSeqs(t, mustMessages(t, s, "c", 1, 100), 5)
+	wantSeqs(t, mustMessages(t, s, "d", 1, 100), 2)
+	if got, err := s.ReadSeq(t.Context(), "c", 1); err != nil || got != 5 {
+		t.Errorf("sender's read pointer in c = %d, %v; want 5", got, err)
+	}
+}
+
+// testAppendManyCancel: an AppendMany that follows someone else's batch and whose
+// ctx ends before the batch is sealed withdraws every one of its messages; none
+// is written, and the others' are.
+func testAppendManyCancel(t *testing.T, h *harness) {
+	s := h.open(t, window(time.Hour), maxBatch(5))
+	addConversation(t, s, "c", "group")
+	enq := enqueueSignal(s)
+
+	leader := goAppend(t.Context(), s, Message{ConversationID: "c", SenderID: 1, Content: "leader"})
+	recv(t, enq)
+	fctx, cancel := context.WithCancel(t.Context())
+	many := make(chan []Appended, 1)
+	go func() {
+		many <- s.AppendMany(fctx, []Message{
+			{ConversationID: "c", SenderID: 2, Content: "m1"},
+			{ConversationID: "c", SenderID: 2, Content: "m2"},
+			{ConversationID: "c", SenderID: 2, Content: "m3"},
+		})
+	}()
+	recv(t, enq)
+	cancel()
+	for i, r := range recv(t, many) {
+		if !errors.Is(r.Err, context.Canceled) {
+			t.Errorf("withdrawn message %d: err = %v, want context.Canceled", i, r.Err)
+		}
+	}
+	// The withdrawn items still count towards MaxBatch (1 + 3): this one fills it.
+	last := goAppend(t.Context(), s, Message{ConversationID: "c", SenderID: 3, Content: "last"})
+	rl, rlast := recv(t, leader), recv(t, last)
+	if rl.err != nil || rlast.err != nil {
+		t.Fatalf("leader: %v, last: %v", rl.err, rlast.err)
+	}
+	msgs := mustMessages(t, s, "c", 1, 100)
+	wantSeqs(t, msgs, 2)
+	if msgs[0].Content != "leader" || msgs[1].Content != "last" {
+		t.Errorf("stored %q, %q; want leader, last", msgs[0].Content, msgs[1].Content)
 	}
 }
 
