@@ -803,12 +803,7 @@ func testPanicInBatch(t *testing.T, h *harness) {
 }
 
 func testFollowerCancel(t *testing.T, h *harness) {
-	s := h.open(t, window(time.Hour), maxBatch(3))
-	addConversation(t, s, "c", "group")
-	enq := enqueueSignal(s)
-
-	leader := goAppend(t.Context(), s, Message{ConversationID: "c", SenderID: 1, Content: "leader"})
-	recv(t, enq)
+	s, enq, leader := withLeader(t, h, 3)
 	fctx, cancel := context.WithCancel(t.Context())
 	follower := goAppend(fctx, s, Message{ConversationID: "c", SenderID: 2, Content: "follower"})
 	recv(t, enq)
@@ -819,6 +814,25 @@ func testFollowerCancel(t *testing.T, h *harness) {
 		t.Fatalf("cancelled follower: err = %v, want context.Canceled", r.err)
 	}
 	// The withdrawn item still counts towards MaxBatch; this one fills it.
+	fillAfterWithdrawal(t, s, leader)
+}
+
+// withLeader opens a Store whose batches hold n messages and never time out, and
+// starts the Append that leads the first batch of conversation c.
+func withLeader(t *testing.T, h *harness, n int) (*Store, <-chan struct{}, <-chan appendResult) {
+	t.Helper()
+	s := h.open(t, window(time.Hour), maxBatch(n))
+	addConversation(t, s, "c", "group")
+	enq := enqueueSignal(s)
+	leader := goAppend(t.Context(), s, Message{ConversationID: "c", SenderID: 1, Content: "leader"})
+	recv(t, enq)
+	return s, enq, leader
+}
+
+// fillAfterWithdrawal appends the message that fills the batch whose followers
+// withdrew, and checks that only the leader's message and this one were stored.
+func fillAfterWithdrawal(t *testing.T, s *Store, leader <-chan appendResult) {
+	t.Helper()
 	last := goAppend(t.Context(), s, Message{ConversationID: "c", SenderID: 3, Content: "last"})
 	rl, rlast := recv(t, leader), recv(t, last)
 	if rl.err != nil || rlast.err != nil {
@@ -912,12 +926,7 @@ func testAppendMany(t *testing.T, h *harness) {
 // ctx ends before the batch is sealed withdraws every one of its messages; none
 // is written, and the others' are.
 func testAppendManyCancel(t *testing.T, h *harness) {
-	s := h.open(t, window(time.Hour), maxBatch(5))
-	addConversation(t, s, "c", "group")
-	enq := enqueueSignal(s)
-
-	leader := goAppend(t.Context(), s, Message{ConversationID: "c", SenderID: 1, Content: "leader"})
-	recv(t, enq)
+	s, enq, leader := withLeader(t, h, 5)
 	fctx, cancel := context.WithCancel(t.Context())
 	many := make(chan []Appended, 1)
 	go func() {
@@ -935,16 +944,7 @@ func testAppendManyCancel(t *testing.T, h *harness) {
 		}
 	}
 	// The withdrawn items still count towards MaxBatch (1 + 3): this one fills it.
-	last := goAppend(t.Context(), s, Message{ConversationID: "c", SenderID: 3, Content: "last"})
-	rl, rlast := recv(t, leader), recv(t, last)
-	if rl.err != nil || rlast.err != nil {
-		t.Fatalf("leader: %v, last: %v", rl.err, rlast.err)
-	}
-	msgs := mustMessages(t, s, "c", 1, 100)
-	wantSeqs(t, msgs, 2)
-	if msgs[0].Content != "leader" || msgs[1].Content != "last" {
-		t.Errorf("stored %q, %q; want leader, last", msgs[0].Content, msgs[1].Content)
-	}
+	fillAfterWithdrawal(t, s, leader)
 }
 
 func testReadSeq(t *testing.T, h *harness) {
