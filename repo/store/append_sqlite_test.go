@@ -2,8 +2,10 @@ package store
 
 import (
 	"fmt"
+	"runtime/metrics"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gochat/gochat/repo/repotest"
 )
@@ -133,5 +135,53 @@ func TestSQLiteWritesKeepNoStatementJournal(t *testing.T) {
 	control = `UPDATE OR FAIL conversations SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq`
 	if reasons, _ := mayAbort(control); len(reasons) == 0 {
 		t.Error("UPDATE … RETURNING was not flagged; the test no longer reads bytecode right")
+	}
+}
+
+// TestSQLiteCommitStartsNoGoroutinePerStatement guards stmtCtx: the goroutines a
+// group commit starts must not grow with its number of conversations (the driver
+// starts one per execution of a statement whose context can be cancelled, and the
+// commit runs two statements per conversation).
+func TestSQLiteCommitStartsNoGoroutinePerStatement(t *testing.T) {
+	h := &harness{driver: DriverSQLite, dsn: repotest.SQLiteDSN(t)}
+	s := h.open(t, window(time.Hour), maxBatch(64))
+	batch := func(n int, round string) []Message { // n messages in n conversations
+		ms := make([]Message, n)
+		for i := range ms {
+			conv := fmt.Sprintf("c%d", i)
+			ms[i] = Message{ConversationID: conv, SenderID: int64(i + 1), Content: round, ClientMsgID: round + conv}
+		}
+		return ms
+	}
+	for i := range 64 {
+		conv := fmt.Sprintf("c%d", i)
+		addConversation(t, s, conv, "group")
+		addMember(t, s, conv, int64(i+1))
+	}
+	created := func() uint64 {
+		sample := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+		metrics.Read(sample)
+		return sample[0].Value.Uint64()
+	}
+	// A full batch commits at once (MaxBatch), without waiting for the window.
+	commit := func(round string) uint64 {
+		t.Helper()
+		before := created()
+		for i, r := range s.AppendMany(t.Context(), batch(64, round)) {
+			if r.Err != nil {
+				t.Fatalf("message %d: %v", i, r.Err)
+			}
+		}
+		return created() - before
+	}
+	commit("warm") // the statements' first use, the pool's connections
+	one := commit("a")
+	if st := s.Stats(); st.Batches != 2 {
+		t.Fatalf("stats %+v: want each AppendMany of 64 committed as one transaction", st)
+	}
+	// 64 conversations: at two statements each, a goroutine per statement would
+	// start 128 goroutines or more.
+	if one > 16 {
+		t.Errorf("a commit of 64 messages in 64 conversations started %d goroutines; want a few, not one per statement", one)
 	}
 }
