@@ -441,9 +441,12 @@ func TestServerPingAndIdleClose(t *testing.T) {
 		}
 	}()
 
+	// The idle clock starts when the server creates the Conn, before OnOpen and so
+	// before nextOpen returns: measure from before the dial, or the wait looks
+	// shorter than IdleTimeout by the time the open took (396 ms once in CI).
+	start := time.Now()
 	rc := dialRaw(t, ts.addr) // never answers
 	silent := h.nextOpen(t)
-	start := time.Now()
 	pings := 0
 	for {
 		op, p, err := rc.readFrame()
