@@ -7,8 +7,9 @@ import (
 )
 
 // netpoll keeps, per connection and for its whole life, an 8 KiB input node and a
-// 4 KiB output node (mcache-pooled) even when the connection is idle: ~12 KiB per idle
-// WebSocket, six times the socket's own bookkeeping. OnDemandBuffers changes two
+// 4 KiB output node (mcache-pooled) even when the connection is idle. Upgraded
+// WebSockets leave netpoll (poller.go), but HTTP keep-alives, connections still in
+// their handshake and Kitex's connections stay. OnDemandBuffers changes two
 // process-wide netpoll settings so that idle connections hold no data buffers:
 //
 //   - BufferSize just above netpoll's page size (8 KiB) makes every connection's read

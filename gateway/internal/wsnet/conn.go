@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -38,27 +40,48 @@ const (
 var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
 // Conn is one upgraded WebSocket connection. Its methods are safe for concurrent use.
+//
+// It is served from one of netpoll's pollers through its own FDOperator, without a
+// netpoll Connection (poller.go says why):
+//
+//   - The poller calls onReadable when the socket has input. It reads on the poller
+//     goroutine into a pooled buffer, appends the bytes to in and, unless one is
+//     running, starts a process goroutine, which parses and handles frames until in is
+//     empty and then exits. No goroutine and no buffer exist while a socket is idle.
+//   - Writes are made by a drain goroutine, which likewise exists only while frames
+//     are queued; a full socket makes it wait for the poller's writable event, for at
+//     most WriteTimeout.
+//   - closeTCP detaches the operator, waits out a poller handler of it, and closes the
+//     descriptor once no write is in flight; OnClose follows once the last OnText
+//     returned.
 type Conn struct {
 	id   uint64
 	srv  *Server
-	nc   netpoll.Connection
-	data any    // Authorize's userData; immutable
-	sh   *shard // the shard holding c, fixed by id
+	fd   int                 // the socket; immutable, valid until closeTCP closes it
+	op   *netpoll.FDOperator // registered with a poller until closeTCP frees it
+	data any                 // Authorize's userData; immutable
+	sh   *shard              // the shard holding c, fixed by id
 
 	// idx is c's position in sh.conns, -1 once removed; guarded by sh.mu.
 	idx int
 
-	// Read side: touched only by the connection's OnRequest task (netpoll runs at most
-	// one at a time per connection, and never concurrently with its close callback).
+	// Read side: touched only by the goroutine running process (at most one at a time).
 	frag     []byte // the fragmented text message being reassembled; nil when none
 	fragging bool   // a fragmented text message is in progress
-	readDead bool   // the input can no longer be parsed (protocol failure): discard it
+	partial  []byte // the start of a frame whose rest has not arrived; nil when none
+
+	// readDead: the input can no longer be parsed (protocol failure, close frame):
+	// discard it. Set by process or by the sweeper's read timeout.
+	readDead atomic.Bool
+	// partialSince is when partial's frame started (UnixNano), 0 when none; the
+	// sweeper fails the connection when it is older than ReadTimeout.
+	partialSince atomic.Int64
 
 	// lastPing is when the sweeper last pinged c (UnixNano); only the sweeper
 	// goroutine touches it after registration.
 	lastPing int64
 
-	// lastSeen is the Server clock when input last arrived; written by OnRequest,
+	// lastSeen is the Server clock when input last arrived; written by process,
 	// read by the sweeper.
 	lastSeen atomic.Int64
 	// closeAt is non-zero once our close frame is written and we wait for the peer's
@@ -66,6 +89,23 @@ type Conn struct {
 	closeAt atomic.Int64
 	// state is one of st*; written with mu held, read lock-free.
 	state atomic.Int32
+	// tcpClosing is set once by the first closeTCP.
+	tcpClosing atomic.Bool
+
+	inMu sync.Mutex // guards the fields below; held only for appends and hand-offs
+	// in holds bytes read by the poller that process has not taken yet.
+	in []byte
+	// overflow: more than maxBacklog bytes were waiting; the excess was discarded.
+	overflow bool
+	// reading is true while a process goroutine runs (or is being started).
+	reading bool
+	// tcpDone is set when the descriptor is closed; whichever of closeTCP and
+	// process's exit finds the other done runs finish.
+	tcpDone bool
+
+	wmu sync.Mutex // held by the writer across a write and its waits for room
+	// wclosed is set (under wmu) when the descriptor is closed: no write may follow.
+	wclosed bool
 
 	mu sync.Mutex // guards the fields below; never held while calling out or taking another lock
 	// queue holds frames waiting for the drain goroutine; at most SendQueue data and
@@ -73,8 +113,11 @@ type Conn struct {
 	queue []outFrame
 	// spare is the drainer's previous batch slice, reused as the next queue.
 	spare []outFrame
+	// writable, created at the first full socket, is signalled by the poller when
+	// the socket has room again (and by closeTCP).
+	writable chan struct{}
 	// draining is true while a drain goroutine runs; that goroutine is the only writer
-	// of nc from the 101 on. Whoever sets it from false starts the goroutine.
+	// of the socket from the 101 on. Whoever sets it from false starts the goroutine.
 	draining bool
 	// closeNow: close TCP as soon as our close frame is written, without waiting for
 	// the peer's (it already sent its own, or the connection failed).
@@ -82,7 +125,9 @@ type Conn struct {
 	// code and reason are what OnClose reports; the first close decided wins.
 	code   int
 	reason string
-	// finished is set by the close callback, which runs once.
+	// writeFailed: a write failed and closed the socket.
+	writeFailed bool
+	// finished is set by finish, which runs once.
 	finished bool
 }
 
@@ -90,13 +135,30 @@ type Conn struct {
 // even when several Servers run in it (tests, -target=all).
 var lastConnID atomic.Uint64
 
-func (s *Server) newConn(nc netpoll.Connection, data any) *Conn {
+func (s *Server) newConn(fd int, data any) *Conn {
 	id := lastConnID.Add(1)
-	c := &Conn{id: id, srv: s, nc: nc, data: data, sh: &s.shards[id&(nShards-1)], idx: -1}
+	c := &Conn{id: id, srv: s, fd: fd, data: data, sh: &s.shards[id&(nShards-1)], idx: -1}
 	now := s.clock.Load()
 	c.lastSeen.Store(now)
 	c.lastPing = now
 	return c
+}
+
+// attach registers c's socket with a netpoll poller for input. Events may be
+// delivered from then on, so the caller sets reading first if it will process in
+// itself.
+func (c *Conn) attach() error {
+	p := pickPoll()
+	op := p.Alloc()
+	op.FD = c.fd
+	op.OnRead, op.OnWrite, op.OnHup = c.onReadable, c.onWritable, c.onHup
+	c.op = op
+	if err := op.Control(netpoll.PollReadable); err != nil {
+		op.Free()
+		c.op = nil
+		return fmt.Errorf("wsnet: register socket with netpoll: %w", err)
+	}
+	return nil
 }
 
 // ID is the connection's id, unique within the process (never reused).
@@ -131,7 +193,7 @@ func (c *Conn) Close(code int, reason string) {
 // enqueue queues a data or pong frame, applying the SendQueue bound.
 func (c *Conn) enqueue(op ws.OpCode, p []byte) error {
 	c.mu.Lock()
-	if c.state.Load() != stOpen {
+	if c.state.Load() != stOpen || c.tcpClosing.Load() {
 		c.mu.Unlock()
 		return ErrClosed
 	}
@@ -156,7 +218,7 @@ func (c *Conn) enqueue(op ws.OpCode, p []byte) error {
 // (a stuck connection is dealt with by Send's bound and the write timeout).
 func (c *Conn) ping() {
 	c.mu.Lock()
-	if c.state.Load() != stOpen || len(c.queue) >= c.srv.cfg.SendQueue {
+	if c.state.Load() != stOpen || c.tcpClosing.Load() || len(c.queue) >= c.srv.cfg.SendQueue {
 		c.mu.Unlock()
 		return
 	}
@@ -207,9 +269,8 @@ func (c *Conn) setCodeLocked(code int, reason string) {
 }
 
 // drain writes queued frames until the queue is empty, then exits. It is the only
-// writer of nc after the handshake, which keeps netpoll's writer single-threaded
-// (concurrent Flush fails with ErrConcurrentAccess). A write blocked by a peer that
-// does not read stalls only this goroutine, for at most WriteTimeout.
+// writer of the socket after the handshake. A write blocked by a peer that does not
+// read stalls only this goroutine, for at most WriteTimeout.
 func (c *Conn) drain() {
 	bp := chunkPool.Get().(*[]byte)
 	defer func() {
@@ -238,8 +299,12 @@ func (c *Conn) drain() {
 		c.spare = batch[:0]
 		switch {
 		case err != nil:
-			c.setCodeLocked(CloseAbnormal, "write failed")
-			c.state.Store(stClosed)
+			// The peer is gone or stuck (reset, write timeout). Input already read is
+			// still handled and may decide the close code (a close frame sent before a
+			// hang-up); finish falls back to 1006 "write failed".
+			c.writeFailed = true
+			clear(c.queue)
+			c.queue = c.queue[:0]
 			closeTCP = true
 		case sentClose && (c.closeNow || c.state.Load() == stClosed):
 			c.state.Store(stClosed)
@@ -254,31 +319,23 @@ func (c *Conn) drain() {
 		}
 		c.mu.Unlock()
 		if closeTCP {
-			_ = c.nc.Close()
+			c.closeTCP()
 			return
 		}
 	}
 }
 
-// releaseQueuesLocked drops queued frames of a closed connection and lets large idle
-// queue slices go, so an idle connection keeps at most a few dozen bytes of them.
+// releaseQueuesLocked lets the queue slices of a connection whose queue is empty go:
+// an idle connection keeps none.
 func (c *Conn) releaseQueuesLocked() {
-	if c.state.Load() == stClosed {
-		c.queue, c.spare = nil, nil
-		return
-	}
-	if cap(c.queue) > 8 {
+	if len(c.queue) == 0 || c.state.Load() == stClosed {
 		c.queue = nil
 	}
-	if cap(c.spare) > 8 {
-		c.spare = nil
-	}
+	c.spare = nil
 }
 
-// writeBatch encodes batch and writes it with as few netpoll Writes as maxChunk
-// allows. netpoll's Write holds the connection's flushing lock across Malloc, copy and
-// Flush, so a concurrent close cannot free the buffer under it (Malloc+Flush from
-// outside OnRequest would not be safe). It reports whether a close frame was written.
+// writeBatch encodes batch and writes it with as few writes as maxChunk allows. It
+// reports whether a close frame was written.
 func (c *Conn) writeBatch(bp *[]byte, batch []outFrame) (sentClose bool, err error) {
 	buf := (*bp)[:0]
 	var wire uint64
@@ -287,8 +344,7 @@ func (c *Conn) writeBatch(bp *[]byte, batch []outFrame) (sentClose bool, err err
 			return nil
 		}
 		wire += uint64(len(p))
-		_, err := c.nc.Write(p)
-		return err
+		return c.write(p)
 	}
 	for _, f := range batch {
 		n := len(f.p)
@@ -325,11 +381,93 @@ func (c *Conn) writeBatch(bp *[]byte, batch []outFrame) (sentClose bool, err err
 	return sentClose, err
 }
 
+// errTCPClosed is a write on a connection whose descriptor was closed.
+var errTCPClosed = errors.New("wsnet: connection closed")
+
+// write writes all of p to the socket. When the socket is full it waits for the
+// poller's writable event, at most WriteTimeout per wait. Only the drain goroutine (or
+// the upgrade, before any drain goroutine exists) writes.
+func (c *Conn) write(p []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	for len(p) > 0 {
+		if c.wclosed {
+			return errTCPClosed
+		}
+		n, err := syscall.Write(c.fd, p)
+		switch {
+		case err == nil:
+			p = p[n:]
+		case errors.Is(err, syscall.EINTR):
+		case errors.Is(err, syscall.EAGAIN):
+			if err := c.waitWritable(); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("wsnet: write: %w", err)
+		}
+	}
+	return nil
+}
+
+// errWriteTimeout is a write that found no room in the socket for WriteTimeout.
+var errWriteTimeout = errors.New("wsnet: write timeout")
+
+// waitWritable waits until the poller reports room in the socket, closeTCP runs, or
+// WriteTimeout passes. It runs with wmu held.
+func (c *Conn) waitWritable() error {
+	c.mu.Lock()
+	if c.writable == nil {
+		c.writable = make(chan struct{}, 1)
+	}
+	ch := c.writable
+	c.mu.Unlock()
+	if c.tcpClosing.Load() { // closeTCP frees the operator only after taking wmu
+		return errTCPClosed
+	}
+	// Level-triggered: if room appeared since the failed write, the event fires at once.
+	if err := c.op.Control(netpoll.PollR2RW); err != nil {
+		return fmt.Errorf("wsnet: wait for room: %w", err)
+	}
+	t := time.NewTimer(c.srv.cfg.WriteTimeout)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+		return errWriteTimeout
+	}
+	if c.tcpClosing.Load() {
+		return errTCPClosed
+	}
+	return nil
+}
+
+// onWritable is the operator's OnWrite, on the poller goroutine: stop watching for
+// room and wake the waiting writer.
+func (c *Conn) onWritable(p netpoll.Poll) error {
+	_ = p.Control(c.op, netpoll.PollRW2R)
+	c.wakeWriter()
+	return nil
+}
+
+func (c *Conn) wakeWriter() {
+	c.mu.Lock()
+	ch := c.writable
+	c.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // abort closes the TCP connection now, without (further) close handshake.
 func (c *Conn) abort() {
 	c.mu.Lock()
 	if c.state.Load() == stClosed {
 		c.mu.Unlock()
+		c.closeTCP() // a close already decided may still be on its way; make it now
 		return
 	}
 	c.setCodeLocked(CloseAbnormal, "")
@@ -337,28 +475,57 @@ func (c *Conn) abort() {
 	clear(c.queue)
 	c.queue = c.queue[:0]
 	c.mu.Unlock()
-	_ = c.nc.Close()
+	c.closeTCP()
 }
 
-// closed is the netpoll close callback. It runs once, after the connection's last
-// OnRequest returned; OnClose then runs on a goroutine of its own because this may be
-// the poller's goroutine.
-func (c *Conn) closed(netpoll.Connection) error {
+// closeTCP closes the socket, once: it leaves the poller (after any handler of it that
+// is running returns), wakes a writer waiting for room, closes the descriptor once that
+// writer is out, and runs finish unless a process goroutine still runs (it runs finish
+// when it exits). It must not be called from the poller's handlers of c: onReadable,
+// onWritable (onHup runs on a goroutine of its own).
+func (c *Conn) closeTCP() {
+	if !c.tcpClosing.CompareAndSwap(false, true) {
+		return
+	}
+	_ = c.op.Control(netpoll.PollDetach) // a no-op if the poller detached it on hang-up
+	c.wakeWriter()                       // it sees tcpClosing and returns, releasing wmu
+	c.wmu.Lock()
+	// Under wmu: a writer checks tcpClosing and uses the operator only while holding it.
+	c.op.Free() // waits for a running handler of it; no new one starts
+	c.wclosed = true
+	_ = syscall.Close(c.fd)
+	c.wmu.Unlock()
+	c.inMu.Lock()
+	c.tcpDone = true // process still handles what in holds, then runs finish
+	run := !c.reading
+	c.inMu.Unlock()
+	if run {
+		c.finish()
+	}
+}
+
+// finish runs once, after the socket is closed and the last OnText returned: it
+// settles the close code, unregisters c and calls OnClose on a goroutine of its own.
+func (c *Conn) finish() {
 	c.mu.Lock()
 	if c.finished {
 		c.mu.Unlock()
-		return nil
+		return
 	}
 	c.finished = true
 	c.state.Store(stClosed)
+	if c.writeFailed {
+		c.setCodeLocked(CloseAbnormal, "write failed")
+	}
 	c.setCodeLocked(CloseAbnormal, "")
 	code, reason := c.code, c.reason
 	clear(c.queue)
 	c.queue, c.spare = nil, nil
 	c.mu.Unlock()
-	c.frag = nil
+	c.frag, c.partial = nil, nil
 	s := c.srv
 	s.unregister(c)
+	s.released()
 	if code >= 0 && code < len(s.closes) {
 		s.closes[code].Add(1)
 	}
@@ -366,13 +533,15 @@ func (c *Conn) closed(netpoll.Connection) error {
 		defer s.liveDone()
 		s.h.OnClose(c, code, reason)
 	}()
-	return nil
 }
 
 // due reports, under its shard lock, whether the sweeper has something to do for c.
-func (c *Conn) due(now, ping, idle int64) bool {
+func (c *Conn) due(now, ping, idle, read int64) bool {
 	if at := c.closeAt.Load(); at != 0 {
 		return now >= at
+	}
+	if ps := c.partialSince.Load(); ps != 0 && now-ps >= read {
+		return true
 	}
 	if c.state.Load() != stOpen {
 		return false
@@ -381,11 +550,15 @@ func (c *Conn) due(now, ping, idle int64) bool {
 }
 
 // onTick does what due found, outside the shard lock.
-func (c *Conn) onTick(now, ping, idle int64) {
+func (c *Conn) onTick(now, ping, idle, read int64) {
 	if at := c.closeAt.Load(); at != 0 {
 		if now >= at {
 			c.abort()
 		}
+		return
+	}
+	if ps := c.partialSince.Load(); ps != 0 && now-ps >= read {
+		c.fail(ClosePolicyViolation, "frame read timeout")
 		return
 	}
 	switch {
@@ -397,50 +570,147 @@ func (c *Conn) onTick(now, ping, idle int64) {
 	}
 }
 
-// onData is the read path, run by netpoll's OnRequest whenever input is buffered. It
-// parses and handles every complete frame, blocks (up to ReadTimeout) only for the rest
-// of a frame that has started, and returns with the input fully consumed, as netpoll
-// requires. No goroutine waits between frames.
-func (c *Conn) onData() {
-	r := c.nc.Reader()
-	c.lastSeen.Store(c.srv.clock.Load())
-	var frames, wire uint64
-	for r.Len() > 0 {
-		if c.readDead || c.state.Load() == stClosed {
-			_ = r.Skip(r.Len())
-			break
+// readBufs are the poller's read buffers: one is borrowed per readable event.
+var readBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+// onReadable is the operator's OnRead, on the poller goroutine: read what the socket
+// holds into in and make sure a process goroutine runs. netpoll watches input
+// level-triggered, so a read that fills the buffer reads again; a short one means the
+// socket was drained (a hang-up seen in the same event came after these bytes).
+func (c *Conn) onReadable(netpoll.Poll) error {
+	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
+	buf := *bp
+	for {
+		n, err := syscall.Read(c.fd, buf)
+		switch {
+		case n > 0:
+			c.received(buf[:n])
+			if n < len(buf) {
+				return nil
+			}
+		case err == nil: // EOF
+			go c.peerGone()
+			return nil
+		case errors.Is(err, syscall.EINTR):
+		case errors.Is(err, syscall.EAGAIN):
+			return nil
+		default:
+			go c.peerGone()
+			return nil
 		}
-		if r.Len() > c.maxBacklog() {
-			c.fail(ClosePolicyViolation, "too much unread input")
-			continue
-		}
-		if n := c.readFrame(r); n > 0 {
-			frames++
-			wire += uint64(n)
-		}
-		_ = r.Release() // after the handler returned: payload slices die here
 	}
-	_ = r.Release()
-	c.sh.framesIn.Add(frames)
-	c.sh.bytesIn.Add(wire)
 }
 
-// maxBacklog bounds input netpoll has buffered but we have not parsed yet. netpoll
-// reads eagerly, so a client that floods faster than its messages are handled would
-// otherwise grow the buffer without limit.
+// received queues bytes the poller read and starts process unless it runs.
+func (c *Conn) received(p []byte) {
+	c.inMu.Lock()
+	switch {
+	case c.tcpDone:
+	case len(c.in)+len(p) > c.maxBacklog():
+		c.overflow = true
+	default:
+		c.in = append(c.in, p...)
+	}
+	start := !c.reading && !c.tcpDone
+	if start {
+		c.reading = true
+	}
+	c.inMu.Unlock()
+	if start {
+		go c.process()
+	}
+}
+
+// onHup is the operator's OnHup: the poller saw the peer hang up (and detached the
+// operator). netpoll calls it on a goroutine of its own.
+func (c *Conn) onHup(netpoll.Poll) error {
+	c.peerGone()
+	return nil
+}
+
+// peerGone handles a peer that closed or reset TCP. Input already read is still
+// handled, so a close frame sent just before the FIN decides the code OnClose gets
+// (finish falls back to 1006); nothing more can be written.
+func (c *Conn) peerGone() { c.closeTCP() }
+
+// maxBacklog bounds input read but not parsed yet: a client that floods faster than
+// its messages are handled is closed with 1008 instead of growing the buffer.
 func (c *Conn) maxBacklog() int {
 	return max(4<<20, 16*c.srv.cfg.MaxFrame)
 }
 
-// readFrame reads and handles one frame and returns its wire size, or 0 if it could
-// not be read whole (the connection is then failing, and readDead is set).
-func (c *Conn) readFrame(r netpoll.Reader) int {
-	h, err := r.Peek(2)
-	if err != nil {
-		c.readFailed(err)
+// process is the read path. It takes what the poller queued, parses and handles every
+// complete frame, keeps the start of an incomplete one in partial (the sweeper bounds
+// its wait by ReadTimeout), and exits when nothing is queued. At most one runs per
+// connection; the caller set reading.
+func (c *Conn) process() {
+	for {
+		c.inMu.Lock()
+		data, overflow := c.in, c.overflow
+		c.in, c.overflow = nil, false
+		if len(data) == 0 && !overflow {
+			c.reading = false
+			done := c.tcpDone
+			c.inMu.Unlock()
+			if done {
+				c.finish()
+			}
+			return
+		}
+		c.inMu.Unlock()
+		c.lastSeen.Store(c.srv.clock.Load())
+		if overflow && !c.readDead.Load() {
+			c.fail(ClosePolicyViolation, "too much unread input")
+		}
+		if c.readDead.Load() || c.state.Load() == stClosed {
+			c.partial = nil
+			c.partialSince.Store(0)
+			continue
+		}
+		c.parse(data)
+	}
+}
+
+// parse handles the complete frames of partial+data and keeps the rest in partial.
+func (c *Conn) parse(data []byte) {
+	b := data
+	if len(c.partial) > 0 {
+		b = append(c.partial, data...)
+	}
+	var frames, wire uint64
+	off := 0
+	for !c.readDead.Load() && c.state.Load() != stClosed {
+		n := c.readFrame(b[off:])
+		if n == 0 {
+			break
+		}
+		off += n
+		frames++
+		wire += uint64(n)
+	}
+	c.sh.framesIn.Add(frames)
+	c.sh.bytesIn.Add(wire)
+	rest := b[off:]
+	switch {
+	case len(rest) == 0 || c.readDead.Load() || c.state.Load() == stClosed:
+		c.partial = nil
+		c.partialSince.Store(0)
+	case len(c.partial) > 0 && off == 0: // the same frame is still incomplete
+		c.partial = b
+	default: // a new frame started in data
+		c.partial = append([]byte(nil), rest...)
+		c.partialSince.Store(max(c.srv.clock.Load(), 1))
+	}
+}
+
+// readFrame handles the frame at the start of b and returns its wire size, or 0 when
+// b holds only part of it or the connection failed (readDead is then set).
+func (c *Conn) readFrame(b []byte) int {
+	if len(b) < 2 {
 		return 0
 	}
-	b0, b1 := h[0], h[1]
+	b0, b1 := b[0], b[1]
 	fin := b0&0x80 != 0
 	op := ws.OpCode(b0 & 0x0f)
 	l7 := int(b1 & 0x7f)
@@ -470,16 +740,15 @@ func (c *Conn) readFrame(r netpoll.Reader) int {
 	case 127:
 		hl += 8
 	}
-	if h, err = r.Peek(hl); err != nil {
-		c.readFailed(err)
+	if len(b) < hl {
 		return 0
 	}
 	length := uint64(l7)
 	switch l7 {
 	case 126:
-		length = uint64(binary.BigEndian.Uint16(h[2:]))
+		length = uint64(binary.BigEndian.Uint16(b[2:]))
 	case 127:
-		length = binary.BigEndian.Uint64(h[2:])
+		length = binary.BigEndian.Uint64(b[2:])
 		if length>>63 != 0 {
 			return c.failed(CloseProtocolError, "bad frame length")
 		}
@@ -488,25 +757,18 @@ func (c *Conn) readFrame(r netpoll.Reader) int {
 	if !control && length > uint64(c.srv.cfg.MaxFrame-len(c.frag)) {
 		return c.failed(CloseMessageTooBig, "message too big")
 	}
-	var mask [4]byte
-	copy(mask[:], h[hl-4:hl])
-	if err = r.Skip(hl); err != nil {
-		c.readFailed(err)
+	if uint64(len(b)-hl) < length {
 		return 0
 	}
-	var p []byte
-	if length > 0 {
-		if p, err = r.Next(int(length)); err != nil {
-			c.readFailed(err)
-			return 0
-		}
-		ws.Cipher(p, mask, 0) // in place: the read buffer is ours until Release
-	}
+	var mask [4]byte
+	copy(mask[:], b[hl-4:hl])
+	p := b[hl : hl+int(length)]
+	ws.Cipher(p, mask, 0) // in place: the bytes are ours
 	c.handleFrame(op, fin, p)
 	return hl + int(length)
 }
 
-// handleFrame acts on one unmasked frame; p is valid until the caller's Release.
+// handleFrame acts on one unmasked frame; p is valid until the caller returns.
 func (c *Conn) handleFrame(op ws.OpCode, fin bool, p []byte) bool {
 	switch op {
 	case ws.OpText:
@@ -566,7 +828,7 @@ func (c *Conn) peerClosed(p []byte) bool {
 		}
 		reason = string(p[2:])
 	}
-	c.readDead = true
+	c.readDead.Store(true)
 	c.mu.Lock()
 	start, closeTCP := false, false
 	switch c.state.Load() {
@@ -592,7 +854,7 @@ func (c *Conn) peerClosed(p []byte) bool {
 		go c.drain()
 	}
 	if closeTCP {
-		_ = c.nc.Close()
+		c.closeTCP()
 	}
 	return false
 }
@@ -600,7 +862,7 @@ func (c *Conn) peerClosed(p []byte) bool {
 // fail fails the connection (RFC 6455 §7.1.7): send a close frame with code, close TCP
 // right after it, and stop parsing input. It returns false for the caller's ok.
 func (c *Conn) fail(code int, reason string) bool {
-	c.readDead = true
+	c.readDead.Store(true)
 	c.mu.Lock()
 	start, closeTCP := false, false
 	switch c.state.Load() {
@@ -617,7 +879,7 @@ func (c *Conn) fail(code int, reason string) bool {
 		go c.drain()
 	}
 	if closeTCP {
-		_ = c.nc.Close()
+		c.closeTCP()
 	}
 	return false
 }
@@ -626,15 +888,4 @@ func (c *Conn) fail(code int, reason string) bool {
 func (c *Conn) failed(code int, reason string) int {
 	c.fail(code, reason)
 	return 0
-}
-
-// readFailed handles a read error in the middle of a frame: a timeout fails the
-// connection with 1008; anything else means the connection is already gone.
-func (c *Conn) readFailed(err error) {
-	if errors.Is(err, netpoll.ErrReadTimeout) {
-		c.fail(ClosePolicyViolation, "frame read timeout")
-		return
-	}
-	c.readDead = true
-	_ = c.nc.Close() // usually closed already (EOF, reset)
 }

@@ -59,6 +59,8 @@ type testHandler struct {
 	opens  map[uint64]int
 	closes map[uint64]int
 	reqs   []*Request
+
+	forgetRequests bool // do not keep Authorize's requests in reqs
 }
 
 func newHandler(t testing.TB) *testHandler {
@@ -73,7 +75,9 @@ func newHandler(t testing.TB) *testHandler {
 
 func (h *testHandler) Authorize(_ context.Context, r *Request) (any, *Reject) {
 	h.mu.Lock()
-	h.reqs = append(h.reqs, r)
+	if !h.forgetRequests {
+		h.reqs = append(h.reqs, r)
+	}
 	h.mu.Unlock()
 	if h.authorize != nil {
 		return h.authorize(r)

@@ -7,11 +7,13 @@
 // "Upgrade: websocket" header is upgraded here, and every other connection is handed
 // to Hertz for its whole life exactly as Hertz's stock netpoll transport would.
 //
-// An upgraded connection costs no goroutine while idle: netpoll runs the read path
-// (parse frames, call Handler.OnText) on a pooled worker only while bytes are
-// buffered; writes go through a bounded per-connection queue drained by a goroutine
-// that exists only while the queue is non-empty; pings, idle closes and close-grace
-// expiries are driven by one sweeper goroutine per Server walking sharded sets.
+// An upgraded connection leaves netpoll's Connection (poller.go) and is served from
+// netpoll's poller through its own operator, with no goroutine and no buffer while
+// idle: the poller reads its input, a goroutine that exists only while input waits
+// parses frames and calls Handler.OnText; writes go through a bounded per-connection
+// queue drained by a goroutine that exists only while the queue is non-empty; pings,
+// idle closes, frame read timeouts and close-grace expiries are driven by one sweeper
+// goroutine per Server walking sharded sets.
 //
 // No connection can hold a socket without a deadline: one that has not been classified
 // (no request for Hertz, no complete upgrade head) within Config.HandshakeTimeout of
@@ -37,9 +39,9 @@ import (
 	"github.com/cloudwego/netpoll"
 )
 
-// Handler is implemented by the gateway. Authorize, OnOpen and OnText run on netpoll
-// worker goroutines (at most one at a time per connection, in frame order); OnClose
-// runs on a goroutine of its own. All may block briefly; a callback that blocks long
+// Handler is implemented by the gateway. Authorize and OnOpen run on netpoll worker
+// goroutines, OnText on the connection's read goroutine (at most one callback at a
+// time per connection, in frame order); OnClose runs on a goroutine of its own. All may block briefly; a callback that blocks long
 // stalls only its own connection's reads.
 type Handler interface {
 	// Authorize runs after the upgrade request head is parsed and validated and
@@ -382,7 +384,7 @@ func (s *Server) sweep(done <-chan struct{}) {
 	defer t.Stop()
 	var due []*Conn
 	var expired []*pendingConn
-	ping, idle := int64(s.cfg.PingInterval), int64(s.cfg.IdleTimeout+s.tick)
+	ping, idle, read := int64(s.cfg.PingInterval), int64(s.cfg.IdleTimeout+s.tick), int64(s.cfg.ReadTimeout)
 	for {
 		select {
 		case <-done:
@@ -395,7 +397,7 @@ func (s *Server) sweep(done <-chan struct{}) {
 			sh := &s.shards[i]
 			sh.mu.Lock()
 			for _, c := range sh.conns {
-				if c.due(now, ping, idle) {
+				if c.due(now, ping, idle, read) {
 					due = append(due, c)
 				}
 			}
@@ -406,7 +408,7 @@ func (s *Server) sweep(done <-chan struct{}) {
 			}
 			sh.mu.Unlock()
 			for _, c := range due {
-				c.onTick(now, ping, idle)
+				c.onTick(now, ping, idle, read)
 			}
 			for _, p := range expired {
 				if s.expire(p) { // lost only to a classification that just happened

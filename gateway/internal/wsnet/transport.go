@@ -3,9 +3,11 @@ package wsnet
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cloudwego/hertz/pkg/common/config"
@@ -67,8 +69,8 @@ type slotKey struct{}
 // time. pend is shared with the sweeper and the close callback under its own rules
 // (pending.go).
 type slot struct {
-	ws   *Conn // set at upgrade: the connection is a WebSocket from then on
-	http bool  // handed to Hertz
+	ws   bool // set at upgrade: the socket left netpoll for a Conn
+	http bool // handed to Hertz
 	pend pendingConn
 }
 
@@ -133,6 +135,9 @@ func (t *transporter) ListenAndServe(onData network.OnData) error {
 			}
 		}))
 	}
+	if err := checkInternals(); err != nil {
+		return err
+	}
 	el, err := netpoll.NewEventLoop(t.onRequest, opts...)
 	if err != nil {
 		return err
@@ -168,7 +173,8 @@ func (t *transporter) Shutdown(ctx context.Context) error {
 // the handshake deadline.
 func (t *transporter) prepare(c netpoll.Connection) context.Context {
 	ctx := context.Background()
-	if !t.srv.admit(c) {
+	sl := &slot{}
+	if !t.srv.admit(c, sl) {
 		return ctx // closed: netpoll does not register it, so no OnRequest follows
 	}
 	if t.onAccept != nil {
@@ -182,7 +188,6 @@ func (t *transporter) prepare(c netpoll.Connection) context.Context {
 		ctx = context.WithValue(ctx, cancelKey{}, cancel)
 	}
 	s := t.srv
-	sl := &slot{}
 	sl.pend = pendingConn{
 		srv:      s,
 		nc:       c,
@@ -198,8 +203,9 @@ func (t *transporter) prepare(c netpoll.Connection) context.Context {
 }
 
 // admit counts an accepted connection against MaxConns until it closes, or closes it
-// at once when the cap is reached.
-func (s *Server) admit(c netpoll.Connection) bool {
+// at once when the cap is reached. A connection upgraded to a WebSocket stays counted
+// when netpoll lets it go; its Conn's finish uncounts it.
+func (s *Server) admit(c netpoll.Connection, sl *slot) bool {
 	if s.cfg.MaxConns <= 0 {
 		return true
 	}
@@ -209,10 +215,23 @@ func (s *Server) admit(c netpoll.Connection) bool {
 		_ = c.Close()
 		return false
 	}
-	if err := c.AddCloseCallback(func(netpoll.Connection) error { s.tcp.Add(-1); return nil }); err != nil {
+	err := c.AddCloseCallback(func(netpoll.Connection) error {
+		if !sl.ws { // runs after the OnRequest that set it
+			s.released()
+		}
+		return nil
+	})
+	if err != nil {
 		s.tcp.Add(-1) // not counted, as it will not be uncounted
 	}
 	return true
+}
+
+// released uncounts a connection admit counted.
+func (s *Server) released() {
+	if s.cfg.MaxConns > 0 {
+		s.tcp.Add(-1)
+	}
 }
 
 // onRequest is netpoll's OnRequest: it runs whenever the connection has unread input
@@ -222,8 +241,8 @@ func (t *transporter) onRequest(ctx context.Context, c netpoll.Connection) error
 	switch {
 	case sl == nil: // not expected: prepare sets the slot and the OnConnect wrapper keeps it
 		return t.serveHTTP(ctx, c, nil)
-	case sl.ws != nil:
-		sl.ws.onData()
+	case sl.ws: // not expected: the socket left netpoll at the upgrade
+		_ = c.Close()
 		return nil
 	case sl.http:
 		return t.serveHTTP(ctx, c, sl)
@@ -356,17 +375,39 @@ func (t *transporter) upgrade(ctx context.Context, nc netpoll.Connection, sl *sl
 	if protocol != "" && !offeredProtocol(req.Header, protocol) {
 		protocol = ""
 	}
-	// No drain goroutine exists yet, so this is the only writer.
-	if _, err := nc.Write(switchingProtocols(hs.key, protocol)); err != nil {
+	// The socket leaves netpoll (poller.go): its Connection is freed when this
+	// OnRequest returns, and the WebSocket is served from a poller by c alone.
+	fd, rest, err := takeOver(nc)
+	if err != nil {
+		s.rejected.Add(1)
+		slog.Error("wsnet: upgrade could not take the socket from netpoll", "remote", req.RemoteAddr, "err", err)
 		_ = nc.Close()
 		return nil
 	}
-	c := s.newConn(nc, data)
-	_ = nc.SetReadTimeout(s.cfg.ReadTimeout) // also clears the handshake deadline
-	sl.ws = c
-	// Close callbacks never run while this OnRequest is running, so OnClose cannot
-	// overtake OnOpen below.
-	_ = nc.AddCloseCallback(c.closed)
+	sl.ws = true // netpoll's close callbacks, which now follow, leave the socket alone
+	c := s.newConn(fd, data)
+	c.in, c.reading = rest, true // processed below, after OnOpen
+	if err := c.attach(); err != nil {
+		s.rejected.Add(1)
+		slog.Error("wsnet: upgrade", "remote", req.RemoteAddr, "err", err)
+		_ = syscall.Close(fd)
+		s.released()
+		return nil
+	}
+	// No drain goroutine exists yet, so this is the only writer.
+	if err := c.write(switchingProtocols(hs.key, protocol)); err != nil {
+		s.rejected.Add(1)
+		c.inMu.Lock()
+		c.reading = false
+		c.tcpDone = true // finish must not run: the Conn never opened
+		c.inMu.Unlock()
+		c.mu.Lock()
+		c.finished = true
+		c.mu.Unlock()
+		c.closeTCP()
+		s.released()
+		return nil
+	}
 	stopping := s.register(c)
 	s.upgrades.Add(1)
 	done()
@@ -374,7 +415,7 @@ func (t *transporter) upgrade(ctx context.Context, nc netpoll.Connection, sl *sl
 	if stopping {
 		c.Close(CloseGoingAway, "going away")
 	}
-	c.onData() // frames that were pipelined behind the request
+	c.process() // frames pipelined behind the request, and whatever arrived since
 	return nil
 }
 
