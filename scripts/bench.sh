@@ -94,7 +94,8 @@ if [[ $topology == all ]]; then
 	admin_list=127.0.0.1:19100
 	gateways=1
 elif [[ $topology == split ]]; then
-	if "$ROOT/scripts/cluster.sh" status >/dev/null 2>&1; then
+	# status exits 0 both when every process runs and when nothing was started.
+	if [[ -s $ROOT/data/cluster/processes.tsv ]] && "$ROOT/scripts/cluster.sh" status >/dev/null 2>&1; then
 		say "using the cluster that is already up (left running)"
 		gateways=$(grep -c '^gateway-' "$ROOT/data/cluster/processes.tsv")
 	else

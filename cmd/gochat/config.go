@@ -29,6 +29,7 @@ import (
 type Config struct {
 	Target        string            `yaml:"target"`         // all | comma list of gateway,logic,task,repo
 	ShutdownGrace time.Duration     `yaml:"shutdown_grace"` // after this the process exits non-zero
+	GCPercent     int               `yaml:"gc_percent"`     // the process's GOGC; 0 = by target (gcPercent)
 	Log           LogConfig         `yaml:"log"`
 	Admin         AdminConfig       `yaml:"admin"`
 	Auth          AuthConfig        `yaml:"auth"`
@@ -109,6 +110,9 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownGrace <= 0 {
 		errs = append(errs, errors.New("shutdown_grace must be positive"))
+	}
+	if c.GCPercent < 0 {
+		errs = append(errs, errors.New("gc_percent must be positive, or 0 for the target's default"))
 	}
 	if c.Etcd.LeaseTTL < time.Second {
 		errs = append(errs, errors.New("etcd.lease_ttl must be at least 1s"))

@@ -53,6 +53,7 @@ func run(args, environ []string, stdout, stderr io.Writer) error {
 	levels := new(slog.LevelVar)
 	log := newLogger(cfg.Log, levels, stderr)
 	bridgeFrameworkLogs(log)
+	log.Info("garbage collector", "gogc", applyGCPercent(cfg, environ))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -9,13 +9,98 @@ import (
 
 // Socket is what the table needs from a connection; *wsnet.Conn satisfies it.
 type Socket interface {
+	comparable
 	ID() uint64
 	Send(frame []byte) error
 }
 
+// sockets are one user's sockets. Nearly every user has one, held inline: the table
+// costs a map slot per user (~40 B) and no allocation of its own. Further sockets go
+// to more, in no particular order.
+type sockets[S Socket] struct {
+	one  S
+	more []S
+}
+
+func (e *sockets[S]) len() int {
+	var zero S
+	if e.one == zero {
+		return 0
+	}
+	return 1 + len(e.more)
+}
+
+func (e *sockets[S]) each(fn func(S)) {
+	var zero S
+	if e.one == zero {
+		return
+	}
+	fn(e.one)
+	for _, s := range e.more {
+		fn(s)
+	}
+}
+
+// add adds s, replacing a socket with the same id.
+func (e *sockets[S]) add(s S) {
+	var zero S
+	id := s.ID()
+	switch {
+	case e.one == zero:
+		e.one = s
+		return
+	case e.one.ID() == id:
+		e.one = s
+		return
+	}
+	for i, o := range e.more {
+		if o.ID() == id {
+			e.more[i] = s
+			return
+		}
+	}
+	e.more = append(e.more, s)
+}
+
+// remove removes the socket with id and reports whether it was there.
+func (e *sockets[S]) remove(id uint64) bool {
+	var zero S
+	if e.one == zero {
+		return false
+	}
+	if e.one.ID() == id {
+		if n := len(e.more); n > 0 {
+			e.one = e.more[n-1]
+			e.more = shrink(e.more)
+		} else {
+			e.one = zero
+		}
+		return true
+	}
+	for i, o := range e.more {
+		if o.ID() == id {
+			e.more[i] = e.more[len(e.more)-1]
+			e.more = shrink(e.more)
+			return true
+		}
+	}
+	return false
+}
+
+// shrink drops the last element, and the slice once it is empty.
+func shrink[S Socket](more []S) []S {
+	var zero S
+	n := len(more) - 1
+	more[n] = zero
+	if n == 0 {
+		return nil
+	}
+	return more[:n]
+}
+
 type shard[S Socket] struct {
-	mu    sync.RWMutex           // guards users
-	users map[int64]map[uint64]S // user id → socket id → socket
+	mu    sync.RWMutex         // guards users
+	users map[int64]sockets[S] // user id → that user's sockets
 }
 
 // Table is safe for concurrent use. Lock order: only one shard lock is ever held.
@@ -31,7 +116,7 @@ func New[S Socket](n int) *Table[S] {
 	}
 	t := &Table[S]{shards: make([]shard[S], size)}
 	for i := range t.shards {
-		t.shards[i].users = make(map[int64]map[uint64]S)
+		t.shards[i].users = make(map[int64]sockets[S])
 	}
 	return t
 }
@@ -48,13 +133,10 @@ func (t *Table[S]) Add(uid int64, s S) (first bool) {
 	sh := t.shard(uid)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	m := sh.users[uid]
-	if m == nil {
-		m = make(map[uint64]S, 1)
-		sh.users[uid] = m
-	}
-	m[s.ID()] = s
-	return len(m) == 1
+	e := sh.users[uid]
+	e.add(s)
+	sh.users[uid] = e
+	return e.len() == 1
 }
 
 // Remove unregisters a socket and reports whether it was the user's last.
@@ -62,18 +144,15 @@ func (t *Table[S]) Remove(uid int64, id uint64) (last bool) {
 	sh := t.shard(uid)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	m, ok := sh.users[uid]
-	if !ok {
+	e, ok := sh.users[uid]
+	if !ok || !e.remove(id) {
 		return false
 	}
-	if _, ok := m[id]; !ok {
-		return false
-	}
-	delete(m, id)
-	if len(m) == 0 {
+	if e.len() == 0 {
 		delete(sh.users, uid)
 		return true
 	}
+	sh.users[uid] = e
 	return false
 }
 
@@ -83,9 +162,8 @@ func (t *Table[S]) User(uid int64, fn func(S)) {
 	sh := t.shard(uid)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
-	for _, s := range sh.users[uid] {
-		fn(s)
-	}
+	e := sh.users[uid]
+	e.each(fn)
 }
 
 // Each calls fn for every socket, one shard at a time, each under its read lock.
@@ -96,10 +174,8 @@ func (t *Table[S]) Each(parallel int, fn func(S)) {
 		sh := &t.shards[i]
 		sh.mu.RLock()
 		defer sh.mu.RUnlock()
-		for _, m := range sh.users {
-			for _, s := range m {
-				fn(s)
-			}
+		for _, e := range sh.users {
+			e.each(fn)
 		}
 	}
 	if parallel <= 1 {
@@ -144,8 +220,8 @@ func (t *Table[S]) EachUser(fn func(uid int64, sockets int)) {
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.RLock()
-		for uid, m := range sh.users {
-			fn(uid, len(m))
+		for uid, e := range sh.users {
+			fn(uid, e.len())
 		}
 		sh.mu.RUnlock()
 	}

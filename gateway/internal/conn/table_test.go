@@ -113,3 +113,59 @@ func TestEachUserCounts(t *testing.T) {
 		t.Fatalf("EachUser = %v, want map[1:2 2:1]", got)
 	}
 }
+
+// A user with several sockets: every removal order leaves exactly the others, the
+// last removal is reported, and adding a socket id again replaces it.
+func TestManySocketsPerUser(t *testing.T) {
+	ids := func(tb *Table[*fakeSocket], uid int64) map[uint64]bool {
+		got := map[uint64]bool{}
+		tb.User(uid, func(s *fakeSocket) {
+			if got[s.id] {
+				t.Fatalf("socket %d seen twice", s.id)
+			}
+			got[s.id] = true
+		})
+		return got
+	}
+	for _, order := range [][]uint64{{1, 2, 3, 4, 5}, {5, 4, 3, 2, 1}, {3, 1, 5, 2, 4}} {
+		tb := New[*fakeSocket](1)
+		want := map[uint64]bool{}
+		for id := uint64(1); id <= 5; id++ {
+			if first := tb.Add(7, &fakeSocket{id: id}); first != (id == 1) {
+				t.Fatalf("Add(%d) first = %v", id, first)
+			}
+			want[id] = true
+		}
+		replaced := &fakeSocket{id: 3}
+		if tb.Add(7, replaced) {
+			t.Fatal("re-adding id 3 reported first")
+		}
+		tb.User(7, func(s *fakeSocket) {
+			if s.id == 3 && s != replaced {
+				t.Fatal("re-adding id 3 kept the old socket")
+			}
+		})
+		for i, id := range order {
+			last := tb.Remove(7, id)
+			delete(want, id)
+			if last != (i == len(order)-1) {
+				t.Fatalf("order %v: Remove(%d) last = %v", order, id, last)
+			}
+			if tb.Remove(7, id) {
+				t.Fatalf("order %v: removing %d twice reported last", order, id)
+			}
+			got := ids(tb, 7)
+			if len(got) != len(want) {
+				t.Fatalf("order %v after removing %d: sockets %v, want %v", order, id, got, want)
+			}
+			for id := range want {
+				if !got[id] {
+					t.Fatalf("order %v after removing %d: socket %d missing", order, id, id)
+				}
+			}
+		}
+		if tb.Users() != 0 {
+			t.Fatalf("Users = %d after removing everything", tb.Users())
+		}
+	}
+}

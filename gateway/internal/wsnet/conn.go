@@ -62,13 +62,9 @@ type Conn struct {
 	data any                 // Authorize's userData; immutable
 	sh   *shard              // the shard holding c, fixed by id
 
-	// idx is c's position in sh.conns, -1 once removed; guarded by sh.mu.
-	idx int
-
 	// Read side: touched only by the goroutine running process (at most one at a time).
-	frag     []byte // the fragmented text message being reassembled; nil when none
-	fragging bool   // a fragmented text message is in progress
-	partial  []byte // the start of a frame whose rest has not arrived; nil when none
+	frag    []byte // the fragmented text message being reassembled; nil when none
+	partial []byte // the start of a frame whose rest has not arrived; nil when none
 
 	// readDead: the input can no longer be parsed (protocol failure, close frame):
 	// discard it. Set by process or by the sweeper's read timeout.
@@ -91,8 +87,14 @@ type Conn struct {
 	state atomic.Int32
 	// tcpClosing is set once by the first closeTCP.
 	tcpClosing atomic.Bool
+	// fragging: a fragmented text message is in progress (read side, like frag).
+	fragging bool
+	// idx is c's position in sh.conns, -1 once removed; guarded by sh.mu.
+	idx int32
 
-	inMu sync.Mutex // guards the fields below; held only for appends and hand-offs
+	// The input hand-off, guarded by mu (below) like the send side: the poller
+	// appends and process takes, each holding mu only for that.
+	//
 	// in holds bytes read by the poller that process has not taken yet.
 	in []byte
 	// overflow: more than maxBacklog bytes were waiting; the excess was discarded.
@@ -102,10 +104,10 @@ type Conn struct {
 	// tcpDone is set when the descriptor is closed; whichever of closeTCP and
 	// process's exit finds the other done runs finish.
 	tcpDone bool
+	// wclosed is set under wmu when the descriptor is closed: no write may follow.
+	wclosed bool
 
 	wmu sync.Mutex // held by the writer across a write and its waits for room
-	// wclosed is set (under wmu) when the descriptor is closed: no write may follow.
-	wclosed bool
 
 	mu sync.Mutex // guards the fields below; never held while calling out or taking another lock
 	// queue holds frames waiting for the drain goroutine; at most SendQueue data and
@@ -116,15 +118,15 @@ type Conn struct {
 	// writable, created at the first full socket, is signalled by the poller when
 	// the socket has room again (and by closeTCP).
 	writable chan struct{}
+	// reason and code are what OnClose reports; the first close decided wins.
+	reason string
+	code   int32
 	// draining is true while a drain goroutine runs; that goroutine is the only writer
 	// of the socket from the 101 on. Whoever sets it from false starts the goroutine.
 	draining bool
 	// closeNow: close TCP as soon as our close frame is written, without waiting for
 	// the peer's (it already sent its own, or the connection failed).
 	closeNow bool
-	// code and reason are what OnClose reports; the first close decided wins.
-	code   int
-	reason string
 	// writeFailed: a write failed and closed the socket.
 	writeFailed bool
 	// finished is set by finish, which runs once.
@@ -264,7 +266,7 @@ func (c *Conn) startCloseLocked(code int, reason string, drop, now bool) bool {
 
 func (c *Conn) setCodeLocked(code int, reason string) {
 	if c.code == 0 {
-		c.code, c.reason = code, reason
+		c.code, c.reason = int32(code), reason
 	}
 }
 
@@ -495,10 +497,10 @@ func (c *Conn) closeTCP() {
 	c.wclosed = true
 	_ = syscall.Close(c.fd)
 	c.wmu.Unlock()
-	c.inMu.Lock()
+	c.mu.Lock()
 	c.tcpDone = true // process still handles what in holds, then runs finish
 	run := !c.reading
-	c.inMu.Unlock()
+	c.mu.Unlock()
 	if run {
 		c.finish()
 	}
@@ -518,7 +520,7 @@ func (c *Conn) finish() {
 		c.setCodeLocked(CloseAbnormal, "write failed")
 	}
 	c.setCodeLocked(CloseAbnormal, "")
-	code, reason := c.code, c.reason
+	code, reason := int(c.code), c.reason
 	clear(c.queue)
 	c.queue, c.spare = nil, nil
 	c.mu.Unlock()
@@ -604,7 +606,7 @@ func (c *Conn) onReadable(netpoll.Poll) error {
 
 // received queues bytes the poller read and starts process unless it runs.
 func (c *Conn) received(p []byte) {
-	c.inMu.Lock()
+	c.mu.Lock()
 	switch {
 	case c.tcpDone:
 	case len(c.in)+len(p) > c.maxBacklog():
@@ -616,7 +618,7 @@ func (c *Conn) received(p []byte) {
 	if start {
 		c.reading = true
 	}
-	c.inMu.Unlock()
+	c.mu.Unlock()
 	if start {
 		go c.process()
 	}
@@ -646,19 +648,19 @@ func (c *Conn) maxBacklog() int {
 // connection; the caller set reading.
 func (c *Conn) process() {
 	for {
-		c.inMu.Lock()
+		c.mu.Lock()
 		data, overflow := c.in, c.overflow
 		c.in, c.overflow = nil, false
 		if len(data) == 0 && !overflow {
 			c.reading = false
 			done := c.tcpDone
-			c.inMu.Unlock()
+			c.mu.Unlock()
 			if done {
 				c.finish()
 			}
 			return
 		}
-		c.inMu.Unlock()
+		c.mu.Unlock()
 		c.lastSeen.Store(c.srv.clock.Load())
 		if overflow && !c.readDead.Load() {
 			c.fail(ClosePolicyViolation, "too much unread input")

@@ -253,7 +253,7 @@ func (s *Server) register(c *Conn) (stopping bool) {
 	s.open.Add(1)
 	sh := c.sh
 	sh.mu.Lock()
-	c.idx = len(sh.conns)
+	c.idx = int32(len(sh.conns))
 	sh.conns = append(sh.conns, c)
 	stopping = s.stopping.Load()
 	sh.mu.Unlock()
@@ -265,7 +265,7 @@ func (s *Server) unregister(c *Conn) {
 	sh := c.sh
 	sh.mu.Lock()
 	last := len(sh.conns) - 1
-	if c.idx >= 0 && c.idx <= last && sh.conns[c.idx] == c {
+	if c.idx >= 0 && int(c.idx) <= last && sh.conns[c.idx] == c {
 		moved := sh.conns[last]
 		sh.conns[c.idx] = moved
 		moved.idx = c.idx

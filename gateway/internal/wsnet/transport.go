@@ -397,10 +397,10 @@ func (t *transporter) upgrade(ctx context.Context, nc netpoll.Connection, sl *sl
 	// No drain goroutine exists yet, so this is the only writer.
 	if err := c.write(switchingProtocols(hs.key, protocol)); err != nil {
 		s.rejected.Add(1)
-		c.inMu.Lock()
+		c.mu.Lock()
 		c.reading = false
 		c.tcpDone = true // finish must not run: the Conn never opened
-		c.inMu.Unlock()
+		c.mu.Unlock()
 		c.mu.Lock()
 		c.finished = true
 		c.mu.Unlock()
