@@ -24,6 +24,10 @@ const (
 	stClosed                 // TCP close requested; the close callback finishes the rest
 )
 
+// opRaw marks a queued outFrame whose p is written as it is, without a frame header:
+// the 101 response, queued ahead of what OnOpen sends so both leave in one write.
+const opRaw ws.OpCode = 0xff
+
 // outFrame is one queued outbound frame. p is never modified (Send's contract).
 type outFrame struct {
 	op ws.OpCode
@@ -348,8 +352,14 @@ func (c *Conn) writeBatch(bp *[]byte, batch []outFrame) (sentClose bool, err err
 		wire += uint64(len(p))
 		return c.write(p)
 	}
+	frames := uint64(len(batch))
 	for _, f := range batch {
 		n := len(f.p)
+		if f.op == opRaw {
+			buf = append(buf, f.p...)
+			frames--
+			continue
+		}
 		if len(buf) > 0 && len(buf)+frameHeaderLen(n)+n > maxChunk {
 			if err = flush(buf); err != nil {
 				break
@@ -377,7 +387,7 @@ func (c *Conn) writeBatch(bp *[]byte, batch []outFrame) (sentClose bool, err err
 	}
 	*bp = buf
 	if err == nil {
-		c.sh.framesOut.Add(uint64(len(batch)))
+		c.sh.framesOut.Add(frames)
 		c.sh.bytesOut.Add(wire)
 	}
 	return sentClose, err

@@ -60,7 +60,8 @@ type testHandler struct {
 	closes map[uint64]int
 	reqs   []*Request
 
-	forgetRequests bool // do not keep Authorize's requests in reqs
+	forgetRequests bool        // do not keep Authorize's requests in reqs
+	onOpen         func(*Conn) // nil: nothing beyond the bookkeeping; set before serving
 }
 
 func newHandler(t testing.TB) *testHandler {
@@ -88,7 +89,11 @@ func (h *testHandler) Authorize(_ context.Context, r *Request) (any, *Reject) {
 func (h *testHandler) OnOpen(c *Conn) {
 	h.mu.Lock()
 	h.opens[c.ID()]++
+	f := h.onOpen
 	h.mu.Unlock()
+	if f != nil {
+		f(c)
+	}
 	h.opened <- c
 }
 

@@ -128,3 +128,40 @@ func rawUpgrade(t *testing.T, port int) int {
 	}
 	return fd
 }
+
+// The 101 and what OnOpen sends leave in one write: a client's first read after the
+// request returns both (loopback delivers one write as one segment).
+func TestGreetingSharesThe101Write(t *testing.T) {
+	h := newHandler(t)
+	h.onOpen = func(c *Conn) { _ = c.Send([]byte("hello")) }
+	ts := startServer(t, Config{}, h)
+	_, ps, _ := net.SplitHostPort(ts.addr)
+	port, err := strconv.Atoi(ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+	if err := syscall.Connect(fd, &syscall.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := syscall.Write(fd, []byte(upgradeRequest("/ws"))); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	n, err := syscall.Read(fd, buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := buf[:n]
+	head, frame, ok := bytes.Cut(got, []byte("\r\n\r\n"))
+	if !ok || !bytes.HasPrefix(head, []byte("HTTP/1.1 101")) {
+		t.Fatalf("first read %q: no 101 head", got)
+	}
+	if want := []byte{0x81, 5, 'h', 'e', 'l', 'l', 'o'}; !bytes.Equal(frame, want) {
+		t.Fatalf("first read after the head: %q, want the greeting frame %q", frame, want)
+	}
+}

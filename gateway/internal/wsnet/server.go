@@ -49,8 +49,10 @@ type Handler interface {
 	// Return (userData, nil) to accept: userData becomes Conn.Data. Return a non-nil
 	// *Reject to answer with that HTTP status and JSON body and close.
 	Authorize(ctx context.Context, r *Request) (any, *Reject)
-	// OnOpen runs once after the 101 response was written and before any OnText of
-	// the connection. Sending from it is fine.
+	// OnOpen runs once after the upgrade was accepted and before any OnText of the
+	// connection. The 101 response is queued first and written, together with what
+	// OnOpen sends, in one write when OnOpen returns; if that write fails, OnClose
+	// follows with 1006.
 	OnOpen(c *Conn)
 	// OnText delivers one complete text message (fragments reassembled, UTF-8
 	// checked). msg is only valid during the call: copy what you keep. Messages that

@@ -394,20 +394,10 @@ func (t *transporter) upgrade(ctx context.Context, nc netpoll.Connection, sl *sl
 		s.released()
 		return nil
 	}
-	// No drain goroutine exists yet, so this is the only writer.
-	if err := c.write(switchingProtocols(hs.key, protocol)); err != nil {
-		s.rejected.Add(1)
-		c.mu.Lock()
-		c.reading = false
-		c.tcpDone = true // finish must not run: the Conn never opened
-		c.mu.Unlock()
-		c.mu.Lock()
-		c.finished = true
-		c.mu.Unlock()
-		c.closeTCP()
-		s.released()
-		return nil
-	}
+	// The 101 is queued, not written: what OnOpen sends (the gateway's greeting) joins
+	// it, and the drain below writes both with one write(2). No drain runs before it.
+	c.queue = append(c.queue, outFrame{op: opRaw, p: switchingProtocols(hs.key, protocol)})
+	c.draining = true
 	stopping := s.register(c)
 	s.upgrades.Add(1)
 	done()
@@ -415,6 +405,7 @@ func (t *transporter) upgrade(ctx context.Context, nc netpoll.Connection, sl *sl
 	if stopping {
 		c.Close(CloseGoingAway, "going away")
 	}
+	c.drain()   // the 101 and what OnOpen queued; a failed write closes c (OnClose 1006)
 	c.process() // frames pipelined behind the request, and whatever arrived since
 	return nil
 }
