@@ -29,8 +29,8 @@ func main() {
 }
 
 func run(args, environ []string, stdout, stderr io.Writer) error {
-	// Before any netpoll connection exists: an idle WebSocket would otherwise pin
-	// ~12 KiB of netpoll buffers (see gateway.OnDemandBuffers).
+	// Before any netpoll connection exists: an idle HTTP keep-alive or Kitex connection
+	// would otherwise pin ~12 KiB of netpoll buffers (see gateway.OnDemandBuffers).
 	if err := gateway.OnDemandBuffers(); err != nil {
 		return fmt.Errorf("netpoll buffers: %w", err)
 	}
