@@ -646,8 +646,9 @@ func (c *Conn) onHup(netpoll.Poll) error {
 // (finish falls back to 1006); nothing more can be written.
 func (c *Conn) peerGone() { c.closeTCP() }
 
-// maxBacklog bounds input read but not parsed yet: a client that floods faster than
-// its messages are handled is closed with 1008 instead of growing the buffer.
+// maxBacklog bounds input read but not yet taken by process (which holds at most one
+// more such chunk while a handler runs): a client that floods faster than its messages
+// are handled is closed with 1008 instead of growing the buffer.
 func (c *Conn) maxBacklog() int {
 	return max(4<<20, 16*c.srv.cfg.MaxFrame)
 }

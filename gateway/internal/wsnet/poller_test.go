@@ -6,6 +6,7 @@ import (
 	"net"
 	"runtime"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -163,5 +164,31 @@ func TestGreetingSharesThe101Write(t *testing.T) {
 	}
 	if want := []byte{0x81, 5, 'h', 'e', 'l', 'l', 'o'}; !bytes.Equal(frame, want) {
 		t.Fatalf("first read after the head: %q, want the greeting frame %q", frame, want)
+	}
+}
+
+// A client that sends faster than its messages are handled is closed with 1008 once
+// more than the backlog bound (4 MiB here) waits unparsed, instead of growing the
+// server's memory without limit; the poller keeps reading (and discarding) meanwhile.
+func TestUnreadInputOverflowCloses1008(t *testing.T) {
+	h := newHandler(t)
+	release := make(chan struct{})
+	var once sync.Once
+	h.setOnText(func(*Conn, []byte) { once.Do(func() { <-release }) })
+	ts := startServer(t, Config{}, h)
+	rc := dialRaw(t, ts.addr)
+	sc := h.nextOpen(t)
+	payload := bytes.Repeat([]byte("x"), 60<<10)
+	frame := clientFrame(true, 0x1, payload, true)
+	// 9 MiB while the handler sits on the first message. The goroutine that called it
+	// holds what it took from the poller before (at most one bound's worth), so only
+	// past twice the bound is an overflow certain.
+	for range 150 {
+		rc.write(frame)
+	}
+	close(release)
+	rc.expectClose(ClosePolicyViolation)
+	if ev := h.waitClose(t, sc.ID(), 5*time.Second); ev.code != ClosePolicyViolation || ev.reason != "too much unread input" {
+		t.Fatalf("OnClose %+v, want 1008 too much unread input", ev)
 	}
 }
