@@ -138,7 +138,7 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		Path: cfg.WSPath, MaxFrame: cfg.MaxFrame, HandshakeTimeout: cfg.HandshakeTimeout,
 		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, PingInterval: cfg.PingInterval,
 		IdleTimeout: cfg.IdleTimeout, SendQueue: cfg.SendQueue, MaxHandshakes: cfg.MaxHandshakes,
-		MaxConns: cfg.maxConns(),
+		MaxConns: cfg.maxConns(), Log: g.log,
 	}, (*wsHandler)(g))
 	g.auth = newBatcher(authWorkers, batchMax, g.authBatch)
 	g.connect = newBatcher(connectWorkers, batchMax, g.connectBatch)

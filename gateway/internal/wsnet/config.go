@@ -1,6 +1,9 @@
 package wsnet
 
-import "time"
+import (
+	"log/slog"
+	"time"
+)
 
 // Config tunes the WebSocket side of the shared HTTP/WebSocket port. A zero field
 // takes the default named in its comment, so Config{} is a complete production setup.
@@ -60,6 +63,10 @@ type Config struct {
 	// before the TCP connection is closed anyway; Shutdown waits at most this long
 	// for the close handshakes. Default 1s.
 	CloseGrace time.Duration
+
+	// Log receives the rare failures that reach no client (an upgrade whose socket
+	// could not be moved to the poller). Default slog.Default().
+	Log *slog.Logger
 }
 
 // Defaults used for zero Config fields.
@@ -103,6 +110,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxHandshakes <= 0 {
 		c.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
 	}
 	return c
 }

@@ -41,8 +41,9 @@ import (
 
 // Handler is implemented by the gateway. Authorize and OnOpen run on netpoll worker
 // goroutines, OnText on the connection's read goroutine (at most one callback at a
-// time per connection, in frame order); OnClose runs on a goroutine of its own. All may block briefly; a callback that blocks long
-// stalls only its own connection's reads.
+// time per connection, in frame order); OnClose runs on a goroutine of its own. All
+// may block briefly; a callback that blocks long stalls only its own connection's
+// reads.
 type Handler interface {
 	// Authorize runs after the upgrade request head is parsed and validated and
 	// before the 101 response; ctx ends with the handshake deadline or at Shutdown.

@@ -3,7 +3,6 @@ package wsnet
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -380,7 +379,7 @@ func (t *transporter) upgrade(ctx context.Context, nc netpoll.Connection, sl *sl
 	fd, rest, err := takeOver(nc)
 	if err != nil {
 		s.rejected.Add(1)
-		slog.Error("wsnet: upgrade could not take the socket from netpoll", "remote", req.RemoteAddr, "err", err)
+		s.cfg.Log.Error("wsnet: upgrade could not take the socket from netpoll", "remote", req.RemoteAddr, "err", err)
 		_ = nc.Close()
 		return nil
 	}
@@ -389,7 +388,7 @@ func (t *transporter) upgrade(ctx context.Context, nc netpoll.Connection, sl *sl
 	c.in, c.reading = rest, true // processed below, after OnOpen
 	if err := c.attach(); err != nil {
 		s.rejected.Add(1)
-		slog.Error("wsnet: upgrade", "remote", req.RemoteAddr, "err", err)
+		s.cfg.Log.Error("wsnet: upgrade could not register the socket with a poller", "remote", req.RemoteAddr, "err", err)
 		_ = syscall.Close(fd)
 		s.released()
 		return nil
