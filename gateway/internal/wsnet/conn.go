@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -657,7 +658,18 @@ func (c *Conn) maxBacklog() int {
 // complete frame, keeps the start of an incomplete one in partial (the sweeper bounds
 // its wait by ReadTimeout), and exits when nothing is queued. At most one runs per
 // connection; the caller set reading.
+//
+// A Handler that panics fails only its connection (1011), as netpoll's worker pool
+// did for the read path before it left netpoll: the panic is logged with its stack and
+// a new process takes over reading (and discarding) until the connection is closed.
 func (c *Conn) process() {
+	defer func() {
+		if r := recover(); r != nil {
+			c.srv.cfg.Log.Error("wsnet: handler panicked; closing its connection", "conn", c.id, "panic", r, "stack", string(debug.Stack()))
+			c.fail(CloseInternalError, "internal error")
+			go c.process() // still the reader (reading stays set): discard, then finish
+		}
+	}()
 	for {
 		c.mu.Lock()
 		data, overflow := c.in, c.overflow

@@ -3,9 +3,11 @@ package wsnet
 import (
 	"bytes"
 	"encoding/binary"
+	"log/slog"
 	"net"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -191,4 +193,55 @@ func TestUnreadInputOverflowCloses1008(t *testing.T) {
 	if ev := h.waitClose(t, sc.ID(), 5*time.Second); ev.code != ClosePolicyViolation || ev.reason != "too much unread input" {
 		t.Fatalf("OnClose %+v, want 1008 too much unread input", ev)
 	}
+}
+
+// A Handler that panics on a message fails that connection with 1011 and nothing else:
+// the process keeps serving, the connection gets exactly one OnClose, and another
+// connection's messages still flow.
+func TestHandlerPanicFailsOnlyItsConnection(t *testing.T) {
+	h := newHandler(t)
+	h.setOnText(func(c *Conn, msg []byte) {
+		if string(msg) == "boom" {
+			panic("handler bug")
+		}
+		_ = c.Send(bytes.Clone(msg))
+	})
+	var logged lockedBuffer
+	ts := startServer(t, Config{Log: slog.New(slog.NewTextHandler(&logged, nil))}, h)
+	bad := dialRaw(t, ts.addr)
+	badConn := h.nextOpen(t)
+	good := dialGorilla(t, ts.addr, "", nil)
+	h.nextOpen(t)
+	bad.write(clientFrame(true, 0x1, []byte("boom"), true))
+	bad.expectClose(CloseInternalError)
+	if ev := h.waitClose(t, badConn.ID(), 5*time.Second); ev.code != CloseInternalError {
+		t.Fatalf("OnClose %+v, want 1011", ev)
+	}
+	if err := good.WriteMessage(1, []byte("still here")); err != nil {
+		t.Fatal(err)
+	}
+	if _, m, err := good.ReadMessage(); err != nil || string(m) != "still here" {
+		t.Fatalf("the other connection read %q, %v", m, err)
+	}
+	if l := logged.String(); !strings.Contains(l, "handler panicked") || !strings.Contains(l, "handler bug") {
+		t.Fatalf("the panic was not logged with its value: %q", l)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger and a test to share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
