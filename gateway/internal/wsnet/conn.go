@@ -260,13 +260,23 @@ func (c *Conn) startCloseLocked(code int, reason string, drop, now bool) bool {
 	}
 	c.setCodeLocked(code, reason)
 	if drop {
-		clear(c.queue)
-		c.queue = c.queue[:0]
+		c.dropQueuedLocked()
 	}
 	c.queue = append(c.queue, outFrame{op: ws.OpClose, p: closePayload(code, reason)})
 	c.closeNow = now
 	c.state.Store(stClosing)
 	return c.claimDrainLocked()
+}
+
+// dropQueuedLocked drops the queued frames, but not a 101 response still waiting at the
+// head of the queue: a close frame must not reach a client that never saw the 101.
+func (c *Conn) dropQueuedLocked() {
+	keep := 0
+	if len(c.queue) > 0 && c.queue[0].op == opRaw {
+		keep = 1
+	}
+	clear(c.queue[keep:])
+	c.queue = c.queue[:keep]
 }
 
 func (c *Conn) setCodeLocked(code int, reason string) {
@@ -863,8 +873,8 @@ func (c *Conn) peerClosed(p []byte) bool {
 		if code != CloseNoStatus {
 			echo = binary.BigEndian.AppendUint16(nil, uint16(code))
 		}
-		clear(c.queue) // RFC 6455 §5.5.1: answer as soon as practical
-		c.queue = append(c.queue[:0], outFrame{op: ws.OpClose, p: echo})
+		c.dropQueuedLocked() // RFC 6455 §5.5.1: answer as soon as practical
+		c.queue = append(c.queue, outFrame{op: ws.OpClose, p: echo})
 		c.closeNow = true
 		c.state.Store(stClosing)
 		start = c.claimDrainLocked()

@@ -245,3 +245,21 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// A send queue that overflows while OnOpen runs (pushes racing the greeting) closes the
+// connection with 1013 after the 101, never instead of it.
+func TestQueueFullDuringOpenKeepsThe101(t *testing.T) {
+	h := newHandler(t)
+	h.onOpen = func(c *Conn) {
+		for range 8 {
+			_ = c.Send([]byte("push"))
+		}
+	}
+	ts := startServer(t, Config{SendQueue: 4}, h)
+	rc := dialRaw(t, ts.addr) // reads and checks the 101 first
+	sc := h.nextOpen(t)
+	rc.expectClose(CloseTryAgainLater)
+	if ev := h.waitClose(t, sc.ID(), 5*time.Second); ev.code != CloseTryAgainLater {
+		t.Fatalf("OnClose %+v, want 1013", ev)
+	}
+}
