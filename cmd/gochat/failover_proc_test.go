@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -174,14 +175,25 @@ func foStartInfra(t *testing.T, bin string) *foInfra {
 	return in
 }
 
+// foFreeAddr returns a loopback address free now, for a process started later. The
+// port is below the kernel's ephemeral range (32768–60999 here): a port picked by
+// listening on :0 comes from that range, and between the pick and the process's bind
+// any outgoing connection of any test running beside this one (thousands of sockets in
+// the wsnet tests) could take it as its local port (seen: "bind: address already in
+// use").
 func foFreeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 1000 {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+mrand.IntN(12000)))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue // taken: try another
+		}
+		_ = ln.Close()
+		return addr
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no free port in 20000–31999")
+	return ""
 }
 
 // start runs one gochat process with target (repo, logic, task or gateway).

@@ -168,6 +168,19 @@ func (c *Conn) attach() error {
 	return nil
 }
 
+// open calls Handler.OnOpen. A panic in it fails only this connection (1011, logged
+// with its stack), like one in OnText: the caller still writes the 101 and the close,
+// and reads until the connection is closed, so OnClose follows.
+func (c *Conn) open() {
+	defer func() {
+		if r := recover(); r != nil {
+			c.srv.cfg.Log.Error("wsnet: OnOpen panicked; closing its connection", "conn", c.id, "panic", r, "stack", string(debug.Stack()))
+			c.fail(CloseInternalError, "internal error")
+		}
+	}()
+	c.srv.h.OnOpen(c)
+}
+
 // ID is the connection's id, unique within the process (never reused).
 func (c *Conn) ID() uint64 { return c.id }
 
@@ -204,7 +217,7 @@ func (c *Conn) enqueue(op ws.OpCode, p []byte) error {
 		c.mu.Unlock()
 		return ErrClosed
 	}
-	if len(c.queue) >= c.srv.cfg.SendQueue {
+	if c.queuedLocked() >= c.srv.cfg.SendQueue {
 		start := c.startCloseLocked(CloseTryAgainLater, "send queue full", true, false)
 		c.mu.Unlock()
 		if start {
@@ -225,7 +238,7 @@ func (c *Conn) enqueue(op ws.OpCode, p []byte) error {
 // (a stuck connection is dealt with by Send's bound and the write timeout).
 func (c *Conn) ping() {
 	c.mu.Lock()
-	if c.state.Load() != stOpen || c.tcpClosing.Load() || len(c.queue) >= c.srv.cfg.SendQueue {
+	if c.state.Load() != stOpen || c.tcpClosing.Load() || c.queuedLocked() >= c.srv.cfg.SendQueue {
 		c.mu.Unlock()
 		return
 	}
@@ -252,8 +265,8 @@ func (c *Conn) claimDrainLocked() bool {
 // the close frame. now makes the drainer close TCP right after writing it. It reports
 // whether the caller must start the drainer.
 func (c *Conn) startCloseLocked(code int, reason string, drop, now bool) bool {
-	if c.state.Load() != stOpen {
-		return false
+	if c.state.Load() != stOpen || c.tcpClosing.Load() {
+		return false // closing, or TCP already gone: no close frame can be sent
 	}
 	if !sendableCode(code) {
 		code = CloseNormal
@@ -266,6 +279,15 @@ func (c *Conn) startCloseLocked(code int, reason string, drop, now bool) bool {
 	c.closeNow = now
 	c.state.Store(stClosing)
 	return c.claimDrainLocked()
+}
+
+// queuedLocked is the number of queued frames that count against SendQueue: all but a
+// 101 response still waiting at the head of the queue.
+func (c *Conn) queuedLocked() int {
+	if len(c.queue) > 0 && c.queue[0].op == opRaw {
+		return len(c.queue) - 1
+	}
+	return len(c.queue)
 }
 
 // dropQueuedLocked drops the queued frames, but not a 101 response still waiting at the
@@ -336,7 +358,7 @@ func (c *Conn) drain() {
 		}
 		c.mu.Unlock()
 		if closeTCP {
-			c.closeTCP()
+			c.closeSocket(err != nil) // a failed write: the peer may have hung up
 			return
 		}
 	}
@@ -506,7 +528,12 @@ func (c *Conn) abort() {
 // writer is out, and runs finish unless a process goroutine still runs (it runs finish
 // when it exits). It must not be called from the poller's handlers of c: onReadable,
 // onWritable (onHup runs on a goroutine of its own).
-func (c *Conn) closeTCP() {
+func (c *Conn) closeTCP() { c.closeSocket(false) }
+
+// closeSocket is closeTCP; readRest first reads what the socket still holds (at most
+// about a backlog's worth), for a peer that hung up: its last frames may be more than
+// one readable event reads.
+func (c *Conn) closeSocket(readRest bool) {
 	if !c.tcpClosing.CompareAndSwap(false, true) {
 		return
 	}
@@ -515,6 +542,9 @@ func (c *Conn) closeTCP() {
 	c.wmu.Lock()
 	// Under wmu: a writer checks tcpClosing and uses the operator only while holding it.
 	c.op.Free() // waits for a running handler of it; no new one starts
+	if readRest {
+		c.readAvailable(c.maxBacklog()/readBufSize + 1) // no poller reads it any more
+	}
 	c.wclosed = true
 	_ = syscall.Close(c.fd)
 	c.wmu.Unlock()
@@ -594,35 +624,51 @@ func (c *Conn) onTick(now, ping, idle, read int64) {
 }
 
 // readBufs are the poller's read buffers: one is borrowed per readable event.
-var readBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+var readBufs = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
+
+const readBufSize = 16 << 10
+
+// maxReadsPerEvent bounds the reads of one readable event (128 KiB), so that one fast
+// sender cannot hold the poller that every socket on it shares. netpoll watches input
+// level-triggered: what is left is reported again by the next wait.
+const maxReadsPerEvent = 8
 
 // onReadable is the operator's OnRead, on the poller goroutine: read what the socket
-// holds into in and make sure a process goroutine runs. netpoll watches input
-// level-triggered, so a read that fills the buffer reads again; a short one means the
-// socket was drained (a hang-up seen in the same event came after these bytes).
+// holds into in and make sure a process goroutine runs.
 func (c *Conn) onReadable(netpoll.Poll) error {
+	if c.readAvailable(maxReadsPerEvent) {
+		go c.peerGone()
+	}
+	return nil
+}
+
+// readAvailable reads what the socket holds, at most reads times a full buffer, into
+// in, and reports whether the peer is gone (EOF or an error). A short read means the
+// socket was drained. It runs on the poller goroutine (onReadable), or in closeSocket
+// after the operator was freed and before the descriptor is closed; never both at once.
+func (c *Conn) readAvailable(reads int) (gone bool) {
 	bp := readBufs.Get().(*[]byte)
 	defer readBufs.Put(bp)
 	buf := *bp
-	for {
+	for reads > 0 {
 		n, err := syscall.Read(c.fd, buf)
 		switch {
 		case n > 0:
 			c.received(buf[:n])
 			if n < len(buf) {
-				return nil
+				return false
 			}
+			reads--
 		case err == nil: // EOF
-			go c.peerGone()
-			return nil
+			return true
 		case errors.Is(err, syscall.EINTR):
 		case errors.Is(err, syscall.EAGAIN):
-			return nil
+			return false
 		default:
-			go c.peerGone()
-			return nil
+			return true
 		}
 	}
+	return false
 }
 
 // received queues bytes the poller read and starts process unless it runs.
@@ -645,17 +691,19 @@ func (c *Conn) received(p []byte) {
 	}
 }
 
-// onHup is the operator's OnHup: the poller saw the peer hang up (and detached the
-// operator). netpoll calls it on a goroutine of its own.
+// onHup is the operator's OnHup: the poller saw the peer hang up and detached the
+// operator, possibly with input left that onReadable's bound did not read. netpoll
+// calls it on a goroutine of its own, after the handler that detached it returned.
 func (c *Conn) onHup(netpoll.Poll) error {
 	c.peerGone()
 	return nil
 }
 
-// peerGone handles a peer that closed or reset TCP. Input already read is still
-// handled, so a close frame sent just before the FIN decides the code OnClose gets
-// (finish falls back to 1006); nothing more can be written.
-func (c *Conn) peerGone() { c.closeTCP() }
+// peerGone handles a peer that closed or reset TCP: the socket is closed after
+// reading what is left of the peer's input (bounded). That input is still handled, so
+// a close frame sent just before the FIN decides the code OnClose gets (finish falls
+// back to 1006); nothing more can be written.
+func (c *Conn) peerGone() { c.closeSocket(true) }
 
 // maxBacklog bounds input read but not yet taken by process (which holds at most one
 // more such chunk while a handler runs): a client that floods faster than its messages

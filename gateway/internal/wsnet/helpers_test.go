@@ -91,10 +91,10 @@ func (h *testHandler) OnOpen(c *Conn) {
 	h.opens[c.ID()]++
 	f := h.onOpen
 	h.mu.Unlock()
+	h.opened <- c
 	if f != nil {
 		f(c)
 	}
-	h.opened <- c
 }
 
 func (h *testHandler) OnText(c *Conn, msg []byte) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"sync"
+	"syscall"
 	"unsafe"
 
 	"github.com/cloudwego/netpoll"
@@ -28,7 +29,8 @@ import (
 //     operator and stops it from starting one; netpoll's own Free begins with it;
 //   - the operator field of netpoll's connection, read through reflect: the upgrade
 //     detaches it from the poller itself so that no read lands in the Connection's
-//     buffer after its bytes were taken over.
+//     buffer after its bytes were taken over, then closes the Connection and keeps a
+//     dup of the descriptor.
 
 //go:linkname pollmanager github.com/cloudwego/netpoll.pollmanager
 var pollmanager unsafe.Pointer
@@ -88,23 +90,17 @@ func operatorOf(nc netpoll.Connection) (*netpoll.FDOperator, error) {
 	return op, nil
 }
 
-// detacher is implemented by netpoll's connection: close it without closing its fd.
-type detacher interface{ Detach() error }
-
-// takeOver moves nc's socket out of netpoll and returns the descriptor and every byte
-// netpoll had read but nobody consumed. It must run inside nc's OnRequest. Afterwards
-// netpoll frees its Connection when OnRequest returns (close callbacks run, as for a
-// close, but the descriptor stays open) and nothing of netpoll reads the socket again.
+// takeOver moves nc's socket out of netpoll and returns a descriptor of its own for it
+// and every byte netpoll had read but nobody consumed. It must run inside nc's
+// OnRequest. The descriptor is a dup: netpoll closes its own number, after dropping it
+// from its connection map, when it frees the Connection as OnRequest returns, so the
+// number can never be reused by a new accept while netpoll still maps it. Nothing of
+// netpoll reads the socket again.
 func takeOver(nc netpoll.Connection) (fd int, rest []byte, err error) {
-	d, ok := nc.(detacher)
-	if !ok {
-		return -1, nil, fmt.Errorf("wsnet: netpoll connection %T cannot detach", nc)
-	}
 	op, err := operatorOf(nc)
 	if err != nil {
 		return -1, nil, err
 	}
-	fd = op.FD
 	// EPOLL_CTL_DEL now, so no new event is taken for the socket; netpoll's own
 	// detach when OnRequest returns is then a no-op (it detaches an operator once).
 	if err := op.Control(netpoll.PollDetach); err != nil {
@@ -123,8 +119,12 @@ func takeOver(nc netpoll.Connection) (fd int, rest []byte, err error) {
 		rest = append([]byte(nil), p...)
 	}
 	_ = r.Release()
-	if err := d.Detach(); err != nil {
-		return -1, nil, fmt.Errorf("wsnet: detach netpoll connection: %w", err)
+	fd, err = syscall.Dup(op.FD)
+	if err != nil {
+		return -1, nil, fmt.Errorf("wsnet: dup the socket: %w", err)
 	}
+	syscall.CloseOnExec(fd)
+	// The close runs when OnRequest returns; the socket lives on in fd.
+	_ = nc.Close()
 	return fd, rest, nil
 }

@@ -263,3 +263,75 @@ func TestQueueFullDuringOpenKeepsThe101(t *testing.T) {
 		t.Fatalf("OnClose %+v, want 1013", ev)
 	}
 }
+
+// A panic in OnOpen fails only that connection: the client still gets its 101 and
+// then 1011, OnClose follows, and the server is empty again.
+func TestOnOpenPanicFailsOnlyItsConnection(t *testing.T) {
+	h := newHandler(t)
+	h.onOpen = func(*Conn) { panic("open bug") }
+	var logged lockedBuffer
+	ts := startServer(t, Config{Log: slog.New(slog.NewTextHandler(&logged, nil))}, h)
+	rc := dialRaw(t, ts.addr) // checks the 101
+	sc := h.nextOpen(t)
+	rc.expectClose(CloseInternalError)
+	if ev := h.waitClose(t, sc.ID(), 5*time.Second); ev.code != CloseInternalError {
+		t.Fatalf("OnClose %+v, want 1011", ev)
+	}
+	waitFor(t, 5*time.Second, "no open connection", func() bool { return ts.s.Conns() == 0 })
+	if !strings.Contains(logged.String(), "open bug") {
+		t.Fatalf("the panic was not logged: %q", logged.String())
+	}
+}
+
+// A burst larger than one readable event reads, followed at once by a close frame and
+// the FIN: every frame is still handled (the rest is read when the hang-up is seen),
+// so nothing sent before the FIN is lost and OnClose reports the peer's code.
+func TestBurstThenHangUpIsReadWhole(t *testing.T) {
+	h := newHandler(t)
+	var mu sync.Mutex
+	got := 0
+	h.setOnText(func(*Conn, []byte) { mu.Lock(); got++; mu.Unlock() })
+	ts := startServer(t, Config{}, h)
+	for range 5 {
+		rc := dialRaw(t, ts.addr)
+		sc := h.nextOpen(t)
+		mu.Lock()
+		got = 0
+		mu.Unlock()
+		var burst []byte
+		const frames = 64 // 1 MiB: eight times what one readable event reads
+		for range frames {
+			burst = append(burst, clientFrame(true, 0x1, bytes.Repeat([]byte("y"), 16<<10), true)...)
+		}
+		burst = append(burst, clientFrame(true, 0x8, binary.BigEndian.AppendUint16(nil, 4003), true)...)
+		rc.write(burst)
+		_ = rc.conn.Close()
+		if ev := h.waitClose(t, sc.ID(), 5*time.Second); ev.code != 4003 {
+			t.Fatalf("OnClose %+v, want the peer's 4003", ev)
+		}
+		mu.Lock()
+		n := got
+		mu.Unlock()
+		if n != frames {
+			t.Fatalf("%d of %d frames handled", n, frames)
+		}
+	}
+}
+
+// The queued 101 does not count against SendQueue: with room for one frame, OnOpen's
+// greeting fits.
+func TestThe101IsNotInTheSendQueueBound(t *testing.T) {
+	h := newHandler(t)
+	h.onOpen = func(c *Conn) {
+		if err := c.Send([]byte("hello")); err != nil {
+			t.Errorf("greeting: %v", err)
+		}
+	}
+	ts := startServer(t, Config{SendQueue: 1}, h)
+	rc := dialRaw(t, ts.addr)
+	h.nextOpen(t)
+	op, p, err := rc.readFrame()
+	if err != nil || op != 0x1 || string(p) != "hello" {
+		t.Fatalf("first frame: op %d %q, %v", op, p, err)
+	}
+}

@@ -383,7 +383,7 @@ func (t *transporter) upgrade(ctx context.Context, nc netpoll.Connection, sl *sl
 		_ = nc.Close()
 		return nil
 	}
-	sl.ws = true // netpoll's close callbacks, which now follow, leave the socket alone
+	sl.ws = true // netpoll's close callbacks, which follow, leave the count to c
 	c := s.newConn(fd, data)
 	c.in, c.reading = rest, true // processed below, after OnOpen
 	if err := c.attach(); err != nil {
@@ -400,9 +400,13 @@ func (t *transporter) upgrade(ctx context.Context, nc netpoll.Connection, sl *sl
 	stopping := s.register(c)
 	s.upgrades.Add(1)
 	done()
-	s.h.OnOpen(c)
+	c.open()
 	if stopping {
-		c.Close(CloseGoingAway, "going away")
+		// Shutdown may already have stopped the sweeper, which would time out a close
+		// handshake: say 1001 and close TCP right after it.
+		c.mu.Lock()
+		c.startCloseLocked(CloseGoingAway, "going away", false, true)
+		c.mu.Unlock()
 	}
 	c.drain()   // the 101 and what OnOpen queued; a failed write closes c (OnClose 1006)
 	c.process() // frames pipelined behind the request, and whatever arrived since
