@@ -1,7 +1,6 @@
 package main
 
 import (
-	"runtime/debug"
 	"slices"
 	"strings"
 )
@@ -31,17 +30,4 @@ func gcPercent(cfg Config, environ []string) (int, bool) {
 		return gatewayGCPercent, true
 	}
 	return 0, false
-}
-
-// applyGCPercent sets the process's GOGC as gcPercent says and returns the value in
-// force.
-func applyGCPercent(cfg Config, environ []string) int {
-	p, ok := gcPercent(cfg, environ)
-	if !ok {
-		p = debug.SetGCPercent(100)
-		debug.SetGCPercent(p) // read back the runtime's value, unchanged
-		return p
-	}
-	debug.SetGCPercent(p)
-	return p
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -53,7 +54,10 @@ func run(args, environ []string, stdout, stderr io.Writer) error {
 	levels := new(slog.LevelVar)
 	log := newLogger(cfg.Log, levels, stderr)
 	bridgeFrameworkLogs(log)
-	log.Info("garbage collector", "gogc", applyGCPercent(cfg, environ))
+	if p, ok := gcPercent(cfg, environ); ok {
+		debug.SetGCPercent(p)
+		log.Info("garbage collector", "gogc", p)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

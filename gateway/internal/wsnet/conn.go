@@ -364,13 +364,10 @@ func (c *Conn) drain() {
 	}
 }
 
-// releaseQueuesLocked lets the queue slices of a connection whose queue is empty go:
-// an idle connection keeps none.
+// releaseQueuesLocked lets the queue slices go when the drainer stops (its queue is
+// empty, or the connection is closing TCP): an idle connection keeps none.
 func (c *Conn) releaseQueuesLocked() {
-	if len(c.queue) == 0 || c.state.Load() == stClosed {
-		c.queue = nil
-	}
-	c.spare = nil
+	c.queue, c.spare = nil, nil
 }
 
 // writeBatch encodes batch and writes it with as few writes as maxChunk allows. It

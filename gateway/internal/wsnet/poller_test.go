@@ -67,15 +67,9 @@ func TestIdleSocketHeap(t *testing.T) {
 	h := newHandler(t)
 	h.forgetRequests = true
 	ts := startServer(t, Config{}, h)
-	_, ps, _ := net.SplitHostPort(ts.addr)
-	port, err := strconv.Atoi(ps)
-	if err != nil {
-		t.Fatal(err)
-	}
 	open := func(n int) {
 		for range n {
-			fd := rawUpgrade(t, port)
-			t.Cleanup(func() { _ = syscall.Close(fd) })
+			rawUpgrade(t, ts.addr)
 		}
 	}
 	open(50) // warm up pollers, pools and the handler's maps
@@ -99,46 +93,11 @@ func TestIdleSocketHeap(t *testing.T) {
 	}
 }
 
-// rawUpgrade upgrades a blocking socket to a WebSocket with plain syscalls and returns
-// its descriptor.
-func rawUpgrade(t *testing.T, port int) int {
+// rawRequest connects a blocking socket to addr with plain syscalls (no Go object
+// beyond the descriptor, closed at cleanup) and sends an upgrade request on it.
+func rawRequest(t *testing.T, addr string) int {
 	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Connect(fd, &syscall.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		_ = syscall.Close(fd)
-		t.Fatal(err)
-	}
-	if _, err := syscall.Write(fd, []byte(upgradeRequest("/ws"))); err != nil {
-		_ = syscall.Close(fd)
-		t.Fatal(err)
-	}
-	var head []byte
-	buf := make([]byte, 512)
-	for !bytes.Contains(head, []byte("\r\n\r\n")) {
-		n, err := syscall.Read(fd, buf)
-		if err != nil || n == 0 {
-			_ = syscall.Close(fd)
-			t.Fatalf("reading the 101: %d bytes, %v", n, err)
-		}
-		head = append(head, buf[:n]...)
-	}
-	if !bytes.HasPrefix(head, []byte("HTTP/1.1 101")) {
-		_ = syscall.Close(fd)
-		t.Fatalf("upgrade answered %q", head)
-	}
-	return fd
-}
-
-// The 101 and what OnOpen sends leave in one write: a client's first read after the
-// request returns both (loopback delivers one write as one segment).
-func TestGreetingSharesThe101Write(t *testing.T) {
-	h := newHandler(t)
-	h.onOpen = func(c *Conn) { _ = c.Send([]byte("hello")) }
-	ts := startServer(t, Config{}, h)
-	_, ps, _ := net.SplitHostPort(ts.addr)
+	_, ps, _ := net.SplitHostPort(addr)
 	port, err := strconv.Atoi(ps)
 	if err != nil {
 		t.Fatal(err)
@@ -154,6 +113,34 @@ func TestGreetingSharesThe101Write(t *testing.T) {
 	if _, err := syscall.Write(fd, []byte(upgradeRequest("/ws"))); err != nil {
 		t.Fatal(err)
 	}
+	return fd
+}
+
+// rawUpgrade is rawRequest up to a read 101 response.
+func rawUpgrade(t *testing.T, addr string) {
+	t.Helper()
+	fd := rawRequest(t, addr)
+	var head []byte
+	buf := make([]byte, 512)
+	for !bytes.Contains(head, []byte("\r\n\r\n")) {
+		n, err := syscall.Read(fd, buf)
+		if err != nil || n == 0 {
+			t.Fatalf("reading the 101: %d bytes, %v", n, err)
+		}
+		head = append(head, buf[:n]...)
+	}
+	if !bytes.HasPrefix(head, []byte("HTTP/1.1 101")) {
+		t.Fatalf("upgrade answered %q", head)
+	}
+}
+
+// The 101 and what OnOpen sends leave in one write: a client's first read after the
+// request returns both (loopback delivers one write as one segment).
+func TestGreetingSharesThe101Write(t *testing.T) {
+	h := newHandler(t)
+	h.onOpen = func(c *Conn) { _ = c.Send([]byte("hello")) }
+	ts := startServer(t, Config{}, h)
+	fd := rawRequest(t, ts.addr)
 	buf := make([]byte, 4096)
 	n, err := syscall.Read(fd, buf)
 	if err != nil {
