@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -345,6 +347,19 @@ func TestRoutesSyncSetsCounts(t *testing.T) {
 				t.Fatalf("Sync: %v", err)
 			}
 			mustDisconnect(t, r, 2, "gw-a", true)
+			// A count the gateway does not know (0) keeps the stored one, or
+			// makes one socket of a missing route, beside counts that replace.
+			mustConnect(t, r, 4, "gw-a", true)
+			mustConnect(t, r, 4, "gw-a", false)
+			if err := r.Sync(ctx, "gw-a", []int64{4, 5, 6}, []int32{0, 0, 3}); err != nil {
+				t.Fatalf("Sync: %v", err)
+			}
+			mustDisconnect(t, r, 4, "gw-a", false)
+			mustDisconnect(t, r, 4, "gw-a", true)
+			mustDisconnect(t, r, 5, "gw-a", true)
+			mustDisconnect(t, r, 6, "gw-a", false)
+			mustDisconnect(t, r, 6, "gw-a", false)
+			mustDisconnect(t, r, 6, "gw-a", true)
 			if err := r.Sync(ctx, "gw-a", []int64{3}, nil); !errors.Is(err, kv.ErrInvalid) {
 				t.Fatalf("Sync with mismatched counts: %v, want ErrInvalid", err)
 			}
@@ -625,6 +640,60 @@ func TestRedisRouteKeys(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// TestRedisSyncKeyExpiry: a heartbeat (Sync with every count known, which
+// runs no script) gives a key it creates the route TTL, lengthens a shorter
+// one, never shortens a longer one, and stores what the scripts read.
+func TestRedisSyncKeyExpiry(t *testing.T) {
+	addr, prefix := repotest.RedisAddr(t)
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = c.Close() })
+	const ttl = time.Minute
+	r := kv.NewRedis(c, prefix, kv.WithRouteTTL(ttl))
+	ctx := t.Context()
+	key := func(uid int64) string { return fmt.Sprintf("%sroute:%d", prefix, uid) }
+	pttl := func(uid int64) time.Duration {
+		t.Helper()
+		d, err := c.PTTL(ctx, key(uid)).Result()
+		if err != nil {
+			t.Fatalf("PTTL: %v", err)
+		}
+		return d
+	}
+
+	// 1: no key yet; 2: a key about to expire; 3: a key that outlives the TTL.
+	mustConnect(t, r, 2, "gw-b", true)
+	mustConnect(t, r, 3, "gw-b", true)
+	if err := c.PExpire(ctx, key(2), 500*time.Millisecond).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PExpire(ctx, key(3), time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Sync(ctx, "gw-a", []int64{1, 2, 3}, []int32{2, 1, 1}); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	for _, uid := range []int64{1, 2} {
+		if d := pttl(uid); d <= ttl-10*time.Second || d > ttl {
+			t.Errorf("user %d: PTTL after Sync = %v, want about %v", uid, d, ttl)
+		}
+	}
+	if d := pttl(3); d <= ttl {
+		t.Errorf("user 3: PTTL after Sync = %v, want the longer hour kept", d)
+	}
+	v, err := c.HGet(ctx, key(1), "gw-a").Result()
+	if err != nil {
+		t.Fatalf("HGET: %v", err)
+	}
+	n, exp, ok := strings.Cut(v, ":")
+	expMS, perr := strconv.ParseInt(exp, 10, 64)
+	if !ok || n != "2" || perr != nil || time.Until(time.UnixMilli(expMS)) <= ttl-10*time.Second {
+		t.Errorf("field = %q, want \"2:<now + %v in ms>\"", v, ttl)
+	}
+	wantRoutes(t, r, 2, "gw-a", "gw-b")
+	mustDisconnect(t, r, 1, "gw-a", false)
+	mustDisconnect(t, r, 1, "gw-a", true)
 }
 
 // TestRedisRoutesSurviveScriptFlush: a Redis that lost its script cache (a
