@@ -4,8 +4,10 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -228,4 +230,109 @@ func FuzzVerify(f *testing.F) {
 			t.Fatalf("Verify(%q) = %+v, %v; golang-jwt: %+v, %v", tok, got, err, want, wantErr)
 		}
 	})
+}
+
+// TestIssuedTokensTakeTheShortcuts: what Issue signs is read without the JSON
+// decoder (issuedHeader, issuedClaims), so the shortcuts cannot silently stop
+// applying, say after a golang-jwt upgrade that orders the fields differently.
+func TestIssuedTokensTakeTheShortcuts(t *testing.T) {
+	s, err := New("0123456789abcdef0123", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, guest := range []bool{false, true} {
+		tok, want, err := s.Issue(1<<40+7, guest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		segs := strings.Split(tok, ".")
+		if segs[0] != issuedHeader {
+			t.Errorf("guest=%v: header %q, want issuedHeader %q", guest, segs[0], issuedHeader)
+		}
+		raw, err := base64.RawURLEncoding.DecodeString(segs[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, ok := issuedClaims(raw)
+		if !ok {
+			t.Fatalf("guest=%v: issuedClaims(%s) not ok", guest, raw)
+		}
+		if c.Guest != guest || c.Subject != strconv.FormatInt(want.UserID, 10) || c.ID != want.TokenID || c.Issuer != issuer {
+			t.Errorf("guest=%v: issuedClaims = %+v, want %+v", guest, c, want)
+		}
+	}
+}
+
+// issuedClaimsAgrees fails t when issuedClaims reads b and json.Unmarshal reads
+// it differently.
+func issuedClaimsAgrees(t *testing.T, b []byte) (fast bool) {
+	t.Helper()
+	got, ok := issuedClaims(b)
+	if !ok {
+		return false
+	}
+	var want claimSet
+	if err := json.Unmarshal(b, &want); err != nil {
+		t.Fatalf("issuedClaims(%s) = ok, json.Unmarshal: %v", b, err)
+	}
+	same := got.Issuer == want.Issuer && got.Subject == want.Subject && got.ID == want.ID && got.Guest == want.Guest &&
+		want.NotBef == nil && len(want.Audience) == 0 && want.Expires != nil && want.IssuedAt != nil &&
+		*got.Expires == *want.Expires && *got.IssuedAt == *want.IssuedAt
+	if !same {
+		t.Fatalf("issuedClaims(%s) = %+v, json.Unmarshal = %+v", b, got, want)
+	}
+	return true
+}
+
+// TestIssuedClaimsAgreesWithJSON: every one-byte change of an issued payload
+// is either left to the JSON decoder or read the way it reads it.
+func TestIssuedClaimsAgreesWithJSON(t *testing.T) {
+	base := []byte(`{"guest":true,"iss":"gochat","sub":"42","exp":1765000000,"iat":1764990000,"jti":"0a1b2c3d4e5f60718293a4b5"}`)
+	if !issuedClaimsAgrees(t, base) {
+		t.Fatalf("issuedClaims(%s) not ok", base)
+	}
+	fast := 0
+	for i := range base {
+		for _, ch := range []byte{'"', '\\', ',', ':', '{', '}', ' ', '0', '9', 'a', '-', '.', 'e', 0x01, 0x7f, 0xc3} {
+			b := slices.Clone(base)
+			b[i] = ch
+			if issuedClaimsAgrees(t, b) {
+				fast++
+			}
+			if issuedClaimsAgrees(t, slices.Insert(slices.Clone(base), i, ch)) {
+				fast++
+			}
+		}
+		if issuedClaimsAgrees(t, slices.Delete(slices.Clone(base), i, i+1)) {
+			fast++
+		}
+	}
+	// Digits and letters inside the values stay on the shortcut; structure
+	// changes leave it.
+	if fast < 200 {
+		t.Errorf("only %d mutations took the shortcut; the test no longer exercises it", fast)
+	}
+	for _, b := range []string{
+		`{"iss":"gochat","sub":"42","exp":1765000000,"iat":1764990000,"jti":"x"}`,   // not a guest: fast
+		`{"guest":false,"iss":"gochat","sub":"42","exp":1,"iat":1,"jti":"x"}`,       // guest false is never written
+		`{"iss":"gochat","sub":"42","exp":01,"iat":1,"jti":"x"}`,                    // leading zero: invalid JSON
+		`{"iss":"gochat","sub":"42","exp":1234567890123456789,"iat":1,"jti":"x"}`,   // 19 digits
+		`{"iss":"gochat","sub":"42","exp":1,"iat":1,"jti":"x"} `,                    // trailing space
+		`{"iss":"gochat","sub":"42","exp":1,"nbf":2,"iat":1,"jti":"x"}`,             // nbf
+		`{"iss":"gochat","sub":"42","aud":"a","exp":1,"iat":1,"jti":"x"}`,           // aud
+		`{"iss":"gochat","sub":"4\u0032","exp":1,"iat":1,"jti":"x"}`,                // escape
+		"{\"iss\":\"gochat\",\"sub\":\"42\",\"exp\":1,\"iat\":1,\"jti\":\"x\xff\"}", // not UTF-8
+		`{"iss":"gochat","sub":"42","exp":1,"iat":1,"jti":"x"}{}`,                   // trailing object
+		`{"iss":"gochat","sub":"42","exp":1,"iat":1,"jti":"x","jti":"y"}`,           // duplicate key
+	} {
+		issuedClaimsAgrees(t, []byte(b))
+	}
+}
+
+// FuzzIssuedClaims: the shortcut never reads a payload differently from the JSON
+// decoder. go test -fuzz=FuzzIssuedClaims explores beyond the seeds.
+func FuzzIssuedClaims(f *testing.F) {
+	f.Add([]byte(`{"guest":true,"iss":"gochat","sub":"42","exp":1765000000,"iat":1764990000,"jti":"0a1b"}`))
+	f.Add([]byte(`{"iss":"gochat","sub":"42","exp":1,"iat":1,"jti":"x"}`))
+	f.Fuzz(func(t *testing.T, b []byte) { issuedClaimsAgrees(t, b) })
 }
