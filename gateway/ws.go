@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -200,6 +199,52 @@ func (g *Gateway) onSend(c *wsnet.Conn, s *session, raw json.RawMessage) {
 // sendOutcome turns the send batcher's answer into what the single logic.Send
 // returns: the stored message, or an error (the batch call's own, or the biz status
 // error this message's Send would have failed with).
+// flushChunk is how many connections one goroutine of a broadcast writes to.
+const flushChunk = 256
+
+// broadcast queues frame to every socket but the one with id skip (the world room)
+// and returns how many it queued to. The walk only queues (SendDeferred); the
+// writes run on one goroutine per flushChunk connections that needed a writer, not
+// one per connection (design §6: the frame is encoded once, no per-user
+// amplification). While those goroutines are still writing, the next message's
+// walk finds their connections' writers pending and adds to their queues, so under
+// a flood one write(2) carries several messages.
+func (g *Gateway) broadcast(frame []byte, skip uint64) int {
+	queued := 0
+	var chunk []*wsnet.Conn
+	g.sockets.Each(1, func(c *wsnet.Conn) {
+		if c.ID() == skip {
+			return
+		}
+		flush, err := c.SendDeferred(frame)
+		if err != nil {
+			return
+		}
+		queued++
+		if !flush {
+			return
+		}
+		if chunk == nil {
+			chunk = make([]*wsnet.Conn, 0, flushChunk)
+		}
+		chunk = append(chunk, c)
+		if len(chunk) == flushChunk {
+			go flushAll(chunk)
+			chunk = nil
+		}
+	})
+	if len(chunk) > 0 {
+		go flushAll(chunk)
+	}
+	return queued
+}
+
+func flushAll(conns []*wsnet.Conn) {
+	for _, c := range conns {
+		c.Flush()
+	}
+}
+
 func sendOutcome(res *logicapi.SendOutcome, err error) (*repoapi.Message, error) {
 	switch {
 	case err != nil:
@@ -289,8 +334,7 @@ func (g *Gateway) onPush(value []byte) {
 		n.Add(1)
 	}
 	if len(p.Recipients) == 0 {
-		// The world room: the shards are walked by one goroutine per core (design §6).
-		g.sockets.Each(runtime.GOMAXPROCS(0), send)
+		n.Add(int64(g.broadcast(frame, skip)))
 	} else {
 		for _, uid := range recipients {
 			g.sockets.User(uid, send)

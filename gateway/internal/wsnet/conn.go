@@ -194,7 +194,8 @@ func (c *Conn) Data() any { return c.data }
 // frame is dropped and the connection closed with 1013) when SendQueue frames are
 // already waiting.
 func (c *Conn) Send(frame []byte) error {
-	return c.enqueue(ws.OpText, frame)
+	_, err := c.enqueue(ws.OpText, frame, false)
+	return err
 }
 
 // Close sends a close frame with code and reason after the frames already queued,
@@ -210,12 +211,27 @@ func (c *Conn) Close(code int, reason string) {
 	}
 }
 
-// enqueue queues a data or pong frame, applying the SendQueue bound.
-func (c *Conn) enqueue(op ws.OpCode, p []byte) error {
+// SendDeferred is Send for a caller that queues one frame to many connections
+// (a room broadcast) and writes them afterwards, several connections per
+// goroutine, instead of one drain goroutine per connection. When it reports
+// flush, the caller must call Flush on c once, from any goroutine; until then
+// c's frames wait. Otherwise a writer is already on its way (it takes this frame
+// too), or the frame was refused as Send would refuse it (err).
+//
+// Deferring is what lets a broadcast coalesce: a connection whose Flush has not
+// run yet when the next message is queued writes both in one write(2).
+func (c *Conn) SendDeferred(frame []byte) (flush bool, err error) {
+	return c.enqueue(ws.OpText, frame, true)
+}
+
+// enqueue queues a data or pong frame, applying the SendQueue bound. The drain it
+// claims starts on a goroutine of its own unless deferred, which leaves it to the
+// caller (claimed).
+func (c *Conn) enqueue(op ws.OpCode, p []byte, deferred bool) (claimed bool, err error) {
 	c.mu.Lock()
 	if c.state.Load() != stOpen || c.tcpClosing.Load() {
 		c.mu.Unlock()
-		return ErrClosed
+		return false, ErrClosed
 	}
 	if c.queuedLocked() >= c.srv.cfg.SendQueue {
 		start := c.startCloseLocked(CloseTryAgainLater, "send queue full", true, false)
@@ -223,15 +239,16 @@ func (c *Conn) enqueue(op ws.OpCode, p []byte) error {
 		if start {
 			go c.drain()
 		}
-		return ErrQueueFull
+		return false, ErrQueueFull
 	}
 	c.queue = append(c.queue, outFrame{op: op, p: p})
 	start := c.claimDrainLocked()
 	c.mu.Unlock()
-	if start {
+	if start && !deferred {
 		go c.drain()
+		return false, nil
 	}
-	return nil
+	return start, nil
 }
 
 // ping queues a server ping unless the connection is closing or its queue is full
@@ -312,56 +329,161 @@ func (c *Conn) setCodeLocked(code int, reason string) {
 // read stalls only this goroutine, for at most WriteTimeout.
 func (c *Conn) drain() {
 	bp := chunkPool.Get().(*[]byte)
-	defer func() {
-		if cap(*bp) <= maxPoolBuf {
-			*bp = (*bp)[:0]
-			chunkPool.Put(bp)
-		}
-	}()
+	defer putChunk(bp)
 	for {
-		c.mu.Lock()
-		if len(c.queue) == 0 || c.state.Load() == stClosed {
-			c.draining = false
-			c.releaseQueuesLocked()
-			c.mu.Unlock()
+		batch, ok := c.takeBatch()
+		if !ok {
 			return
 		}
-		batch := c.queue
-		c.queue, c.spare = c.spare[:0], nil
-		c.mu.Unlock()
-
 		sentClose, err := c.writeBatch(bp, batch)
-		clear(batch) // drop payload references
-		closeTCP := false
-
-		c.mu.Lock()
-		c.spare = batch[:0]
-		switch {
-		case err != nil:
-			// The peer is gone or stuck (reset, write timeout). Input already read is
-			// still handled and may decide the close code (a close frame sent before a
-			// hang-up); finish falls back to 1006 "write failed".
-			c.writeFailed = true
-			clear(c.queue)
-			c.queue = c.queue[:0]
-			closeTCP = true
-		case sentClose && (c.closeNow || c.state.Load() == stClosed):
-			c.state.Store(stClosed)
-			closeTCP = true
-		case sentClose:
-			c.state.Store(stCloseSent)
-			c.closeAt.Store(time.Now().Add(c.srv.cfg.CloseGrace).UnixNano())
-		}
-		if closeTCP {
-			c.draining = false
-			c.releaseQueuesLocked()
-		}
-		c.mu.Unlock()
-		if closeTCP {
-			c.closeSocket(err != nil) // a failed write: the peer may have hung up
+		if c.wrote(batch, sentClose, err) {
 			return
 		}
 	}
+}
+
+func putChunk(bp *[]byte) {
+	if cap(*bp) <= maxPoolBuf {
+		*bp = (*bp)[:0]
+		chunkPool.Put(bp)
+	}
+}
+
+// takeBatch takes the queued frames for the drainer. When there are none, or the
+// connection is closed, it ends the drain (ok false): the drain claim is released.
+func (c *Conn) takeBatch() (batch []outFrame, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.queue) == 0 || c.state.Load() == stClosed {
+		c.draining = false
+		c.releaseQueuesLocked()
+		return nil, false
+	}
+	batch = c.queue
+	c.queue, c.spare = c.spare[:0], nil
+	return batch, true
+}
+
+// wrote applies the outcome of writing batch (taken by takeBatch). It reports
+// whether the drain is over because TCP is being closed, which it has started.
+func (c *Conn) wrote(batch []outFrame, sentClose bool, err error) (stop bool) {
+	clear(batch) // drop payload references
+	closeTCP := false
+
+	c.mu.Lock()
+	c.spare = batch[:0]
+	switch {
+	case err != nil:
+		// The peer is gone or stuck (reset, write timeout). Input already read is
+		// still handled and may decide the close code (a close frame sent before a
+		// hang-up); finish falls back to 1006 "write failed".
+		c.writeFailed = true
+		clear(c.queue)
+		c.queue = c.queue[:0]
+		closeTCP = true
+	case sentClose && (c.closeNow || c.state.Load() == stClosed):
+		c.state.Store(stClosed)
+		closeTCP = true
+	case sentClose:
+		c.state.Store(stCloseSent)
+		c.closeAt.Store(time.Now().Add(c.srv.cfg.CloseGrace).UnixNano())
+	}
+	if closeTCP {
+		c.draining = false
+		c.releaseQueuesLocked()
+	}
+	c.mu.Unlock()
+	if closeTCP {
+		c.closeSocket(err != nil) // a failed write: the peer may have hung up
+	}
+	return closeTCP
+}
+
+// maxFlushRounds bounds how often Flush takes the queue again on its caller's
+// goroutine when frames keep arriving; a drain goroutine takes over after that.
+const maxFlushRounds = 4
+
+// Flush writes what the SendDeferred that reported flush queued, with whatever
+// was queued after it, on the caller's goroutine and without waiting: a batch the
+// socket cannot take at once (full, or larger than one chunk) moves to a drain
+// goroutine of its own, which waits as drain does. So one slow or stuck peer never
+// holds up the caller's other connections.
+func (c *Conn) Flush() {
+	bp := chunkPool.Get().(*[]byte)
+	defer putChunk(bp)
+	for range maxFlushRounds {
+		batch, ok := c.takeBatch()
+		if !ok {
+			return
+		}
+		buf, frames, sentClose, small := encodeBatch((*bp)[:0], batch)
+		*bp = buf
+		if !small {
+			go c.drainFrom(nil, batch, 0, 0, false)
+			return
+		}
+		n, err := c.writeNow(buf)
+		if err == nil && n < len(buf) {
+			go c.drainFrom(bytes.Clone(buf[n:]), batch, frames, uint64(len(buf)), sentClose)
+			return
+		}
+		if err == nil {
+			c.sh.framesOut.Add(frames)
+			c.sh.bytesOut.Add(uint64(len(buf)))
+		}
+		if c.wrote(batch, sentClose, err) {
+			return
+		}
+	}
+	go c.drain()
+}
+
+// drainFrom finishes a batch Flush could not write at once, then drains as usual.
+// rest is the unwritten tail of the batch's encoding (frames and wire bytes in
+// all, sentClose whether it holds a close frame); nil rest means nothing of batch
+// was written yet.
+func (c *Conn) drainFrom(rest []byte, batch []outFrame, frames, wire uint64, sentClose bool) {
+	var err error
+	if rest == nil {
+		bp := chunkPool.Get().(*[]byte)
+		sentClose, err = c.writeBatch(bp, batch)
+		putChunk(bp)
+	} else if err = c.write(rest); err == nil {
+		c.sh.framesOut.Add(frames)
+		c.sh.bytesOut.Add(wire)
+	}
+	if c.wrote(batch, sentClose, err) {
+		return
+	}
+	c.drain()
+}
+
+// encodeBatch appends the encoding of batch to buf when it fits in one chunk
+// (small); frames counts its WebSocket frames (not a raw 101).
+func encodeBatch(buf []byte, batch []outFrame) (out []byte, frames uint64, sentClose, small bool) {
+	size := 0
+	for _, f := range batch {
+		if f.op != opRaw {
+			size += frameHeaderLen(len(f.p))
+		}
+		size += len(f.p)
+	}
+	if size > maxChunk {
+		return buf, 0, false, false
+	}
+	for _, f := range batch {
+		if f.op == opRaw {
+			buf = append(buf, f.p...)
+			continue
+		}
+		frames++
+		buf = appendFrameHeader(buf, f.op, len(f.p))
+		buf = append(buf, f.p...)
+		if f.op == ws.OpClose {
+			sentClose = true
+		}
+	}
+	return buf, frames, sentClose, true
 }
 
 // releaseQueuesLocked lets the queue slices go when the drainer stops (its queue is
@@ -450,6 +572,30 @@ func (c *Conn) write(p []byte) error {
 		}
 	}
 	return nil
+}
+
+// writeNow writes as much of p as the socket takes without waiting and returns
+// how much that was; err only for a failed write or a closed descriptor.
+func (c *Conn) writeNow(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	done := 0
+	for done < len(p) {
+		if c.wclosed {
+			return done, errTCPClosed
+		}
+		n, err := syscall.Write(c.fd, p[done:])
+		switch {
+		case err == nil:
+			done += n
+		case errors.Is(err, syscall.EINTR):
+		case errors.Is(err, syscall.EAGAIN):
+			return done, nil
+		default:
+			return done, fmt.Errorf("wsnet: write: %w", err)
+		}
+	}
+	return done, nil
 }
 
 // errWriteTimeout is a write that found no room in the socket for WriteTimeout.
@@ -874,7 +1020,7 @@ func (c *Conn) handleFrame(op ws.OpCode, fin bool, p []byte) bool {
 		c.deliver(msg)
 	case ws.OpPing:
 		if c.state.Load() == stOpen {
-			_ = c.enqueue(ws.OpPong, bytes.Clone(p)) // a full queue closes with 1013
+			_, _ = c.enqueue(ws.OpPong, bytes.Clone(p), false) // a full queue closes with 1013
 		}
 	case ws.OpPong:
 		// Liveness only: lastSeen was advanced when the bytes arrived.
