@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/bytedance/sonic"
@@ -199,44 +198,51 @@ func (g *Gateway) onSend(c *wsnet.Conn, s *session, raw json.RawMessage) {
 // sendOutcome turns the send batcher's answer into what the single logic.Send
 // returns: the stored message, or an error (the batch call's own, or the biz status
 // error this message's Send would have failed with).
-// flushChunk is how many connections one goroutine of a broadcast writes to.
+// flushChunk is how many sockets one goroutine of a fanWriter writes to.
 const flushChunk = 256
 
-// broadcast queues frame to every socket but the one with id skip (the world room)
-// and returns how many it queued to. The walk only queues (SendDeferred); the
-// writes run on one goroutine per flushChunk connections that needed a writer, not
-// one per connection (design §6: the frame is encoded once, no per-user
-// amplification). While those goroutines are still writing, the next message's
-// walk finds their connections' writers pending and adds to their queues, so under
-// a flood one write(2) carries several messages.
-func (g *Gateway) broadcast(frame []byte, skip uint64) int {
-	queued := 0
-	var chunk []*wsnet.Conn
-	g.sockets.Each(1, func(c *wsnet.Conn) {
-		if c.ID() == skip {
-			return
-		}
-		flush, err := c.SendDeferred(frame)
-		if err != nil {
-			return
-		}
-		queued++
-		if !flush {
-			return
-		}
-		if chunk == nil {
-			chunk = make([]*wsnet.Conn, 0, flushChunk)
-		}
-		chunk = append(chunk, c)
-		if len(chunk) == flushChunk {
-			go flushAll(chunk)
-			chunk = nil
-		}
-	})
-	if len(chunk) > 0 {
-		go flushAll(chunk)
+// fanWriter writes one frame to many sockets (a push to a room or to a group's
+// members): add only queues (SendDeferred), and the writes run on one goroutine
+// per flushChunk sockets that needed a writer, not one per socket. While those
+// goroutines are still writing, the next message's walk finds their sockets'
+// writers pending and adds to their queues, so under a flood one write(2) carries
+// several messages. Not safe for concurrent use.
+type fanWriter struct {
+	frame  []byte
+	skip   uint64 // the id of the socket that sent the message, which gets no copy
+	queued int
+	chunk  []*wsnet.Conn // sockets whose Flush is left to this writer
+}
+
+func (w *fanWriter) add(c *wsnet.Conn) {
+	if c.ID() == w.skip {
+		return
 	}
-	return queued
+	flush, err := c.SendDeferred(w.frame)
+	if err != nil {
+		return
+	}
+	w.queued++
+	if !flush {
+		return
+	}
+	if w.chunk == nil {
+		w.chunk = make([]*wsnet.Conn, 0, flushChunk)
+	}
+	w.chunk = append(w.chunk, c)
+	if len(w.chunk) == flushChunk {
+		go flushAll(w.chunk)
+		w.chunk = nil
+	}
+}
+
+// done starts the writes still pending and returns how many sockets got the frame.
+func (w *fanWriter) done() int {
+	if len(w.chunk) > 0 {
+		go flushAll(w.chunk)
+		w.chunk = nil
+	}
+	return w.queued
 }
 
 func flushAll(conns []*wsnet.Conn) {
@@ -325,22 +331,15 @@ func (g *Gateway) onPush(value []byte) {
 		skip, _ = strconv.ParseUint(id, 10, 64)
 	}
 	frame := wire.Encode("new-message", wire.NewMessage{ConversationID: p.Message.ConversationID, Message: wire.MessageFromPush(p.Message)})
-	var n atomic.Int64
-	send := func(c *wsnet.Conn) {
-		if c.ID() == skip {
-			return
-		}
-		_ = c.Send(frame)
-		n.Add(1)
-	}
+	w := fanWriter{frame: frame, skip: skip}
 	if len(p.Recipients) == 0 {
-		n.Add(int64(g.broadcast(frame, skip)))
+		g.sockets.Each(1, w.add) // the world room (design §6)
 	} else {
 		for _, uid := range recipients {
-			g.sockets.User(uid, send)
+			g.sockets.User(uid, w.add)
 		}
 	}
-	g.m.out["new-message"].Add(float64(n.Load()))
+	g.m.out["new-message"].Add(float64(w.done()))
 	if p.Message.CreatedAtMs > 0 {
 		g.m.pushSeconds.Observe(time.Since(time.UnixMilli(p.Message.CreatedAtMs)).Seconds())
 	}
