@@ -107,9 +107,14 @@ func (h *wsHandler) OnClose(c *wsnet.Conn, _ int, _ string) {
 
 func (g *Gateway) write(c *wsnet.Conn, typ string, data any) {
 	g.m.out[typ].Inc()
-	// Send only fails when the socket is closed or was just closed for being too slow;
+	// A reply is written from the caller's goroutine (usually the socket's own, which
+	// handles the frame being answered) rather than a drain goroutine started for it:
+	// Flush never waits, it hands a full socket to a goroutine of its own. Queueing
+	// only fails when the socket is closed or was just closed for being too slow;
 	// either way the client recovers by seq after reconnecting.
-	_ = c.Send(wire.Encode(typ, data))
+	if flush, _ := c.SendDeferred(wire.Encode(typ, data)); flush {
+		c.Flush()
+	}
 }
 
 func (g *Gateway) writeError(c *wsnet.Conn, code, msg, tempID string) {
