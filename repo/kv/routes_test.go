@@ -606,15 +606,22 @@ func TestMemoryForgetsExpiredUsers(t *testing.T) {
 	wantRoutes(t, m, 15_000, "gw-live")
 }
 
+// redisRoutes is a Redis router with route TTL ttl under a prefix of its own, and
+// a client to look at its keys.
+func redisRoutes(t *testing.T, ttl time.Duration) (*redis.Client, *kv.Redis, string) {
+	t.Helper()
+	addr, prefix := repotest.RedisAddr(t)
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = c.Close() })
+	return c, kv.NewRedis(c, prefix, kv.WithRouteTTL(ttl)), prefix
+}
+
 // TestRedisRouteKeys: routes live under the prefix, the key carries a TTL,
 // and a user nobody touches again leaves no key behind.
 func TestRedisRouteKeys(t *testing.T) {
 	t.Parallel() // mostly waiting for Redis's clock
-	addr, prefix := repotest.RedisAddr(t)
-	c := redis.NewClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() { _ = c.Close() })
 	const ttl = time.Second
-	r := kv.NewRedis(c, prefix, kv.WithRouteTTL(ttl))
+	c, r, prefix := redisRoutes(t, ttl)
 	ctx := t.Context()
 	const u = 31337
 	mustConnect(t, r, u, "gw", true)
@@ -646,11 +653,8 @@ func TestRedisRouteKeys(t *testing.T) {
 // runs no script) gives a key it creates the route TTL, lengthens a shorter
 // one, never shortens a longer one, and stores what the scripts read.
 func TestRedisSyncKeyExpiry(t *testing.T) {
-	addr, prefix := repotest.RedisAddr(t)
-	c := redis.NewClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() { _ = c.Close() })
 	const ttl = time.Minute
-	r := kv.NewRedis(c, prefix, kv.WithRouteTTL(ttl))
+	c, r, prefix := redisRoutes(t, ttl)
 	ctx := t.Context()
 	key := func(uid int64) string { return fmt.Sprintf("%sroute:%d", prefix, uid) }
 	pttl := func(uid int64) time.Duration {

@@ -7,6 +7,18 @@ import (
 	"time"
 )
 
+// openIdle upgrades one raw client and returns it with its server-side Conn, once
+// that has no writer running.
+func openIdle(t *testing.T) (*rawClient, *Conn) {
+	t.Helper()
+	h := newHandler(t)
+	ts := startServer(t, Config{}, h)
+	rc := dialRaw(t, ts.addr)
+	sc := h.nextOpen(t)
+	idleWriter(t, sc)
+	return rc, sc
+}
+
 // idleWriter waits until c has no drain claimed (the upgrade's write of the 101
 // has finished), so what SendDeferred reports is up to the test.
 func idleWriter(t *testing.T, c *Conn) {
@@ -21,11 +33,7 @@ func idleWriter(t *testing.T, c *Conn) {
 // SendDeferred leaves the writing to the caller's Flush, and frames queued before
 // that Flush (deferred or not) wait for it and leave with it, in order.
 func TestSendDeferredWaitsForFlush(t *testing.T) {
-	h := newHandler(t)
-	ts := startServer(t, Config{}, h)
-	rc := dialRaw(t, ts.addr)
-	sc := h.nextOpen(t)
-	idleWriter(t, sc)
+	rc, sc := openIdle(t)
 
 	if flush, err := sc.SendDeferred([]byte("a")); !flush || err != nil {
 		t.Fatalf("first SendDeferred = %v, %v; want the flush left to the caller", flush, err)
@@ -58,11 +66,7 @@ func TestSendDeferredWaitsForFlush(t *testing.T) {
 // A close requested while a deferred frame waits for its Flush goes out after that
 // frame, with the Flush.
 func TestCloseWaitsForThePendingFlush(t *testing.T) {
-	h := newHandler(t)
-	ts := startServer(t, Config{}, h)
-	rc := dialRaw(t, ts.addr)
-	sc := h.nextOpen(t)
-	idleWriter(t, sc)
+	rc, sc := openIdle(t)
 	if flush, err := sc.SendDeferred([]byte("last words")); !flush || err != nil {
 		t.Fatalf("SendDeferred = %v, %v", flush, err)
 	}
