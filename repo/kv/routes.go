@@ -517,7 +517,8 @@ func (r *Redis) refresh(ctx context.Context, gatewayID string, userIDs []int64, 
 // renews every user it holds each period: 10,000 renewals/s at 300,000 sockets).
 // Two round trips: the server's clock, then per user HSET of the field and the
 // key's expiry, which may only grow (NX for a key HSET just created, GT for one
-// that lives on), as extend does in the scripts.
+// that lives on), as extend does in the scripts. NX and GT need Redis 7.0 or
+// later; an older server fails the heartbeat with a syntax error.
 func (r *Redis) syncCounts(ctx context.Context, gatewayID string, userIDs []int64, counts []int32) error {
 	now, err := r.c.Time(ctx).Result()
 	if err != nil {

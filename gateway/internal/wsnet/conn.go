@@ -53,9 +53,10 @@ var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return 
 //     goroutine into a pooled buffer, appends the bytes to in and, unless one is
 //     running, starts a process goroutine, which parses and handles frames until in is
 //     empty and then exits. No goroutine and no buffer exist while a socket is idle.
-//   - Writes are made by a drain goroutine, which likewise exists only while frames
-//     are queued; a full socket makes it wait for the poller's writable event, for at
-//     most WriteTimeout.
+//   - Writes are made by whoever holds the drain claim (LOCKS.md): a drain goroutine,
+//     which likewise exists only while frames are queued, or the caller of Flush
+//     after a SendDeferred. A full socket makes a drain goroutine wait for the
+//     poller's writable event, for at most WriteTimeout; Flush hands it to one.
 //   - closeTCP detaches the operator, waits out a poller handler of it, and closes the
 //     descriptor once no write is in flight; OnClose follows once the last OnText
 //     returned.
