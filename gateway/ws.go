@@ -212,14 +212,21 @@ const flushChunk = 256
 // goroutines are still writing, the next message's walk finds their sockets'
 // writers pending and adds to their queues, so under a flood one write(2) carries
 // several messages. Not safe for concurrent use.
-type fanWriter struct {
+type fanWriter[S deferredSocket] struct {
 	frame  []byte
 	skip   uint64 // the id of the socket that sent the message, which gets no copy
 	queued int
-	chunk  []*wsnet.Conn // sockets whose Flush is left to this writer
+	chunk  []S // sockets whose Flush is left to this writer
 }
 
-func (w *fanWriter) add(c *wsnet.Conn) {
+// deferredSocket is what a fanWriter needs of a socket (*wsnet.Conn).
+type deferredSocket interface {
+	ID() uint64
+	SendDeferred(frame []byte) (flush bool, err error)
+	Flush()
+}
+
+func (w *fanWriter[S]) add(c S) {
 	if c.ID() == w.skip {
 		return
 	}
@@ -232,7 +239,7 @@ func (w *fanWriter) add(c *wsnet.Conn) {
 		return
 	}
 	if w.chunk == nil {
-		w.chunk = make([]*wsnet.Conn, 0, flushChunk)
+		w.chunk = make([]S, 0, flushChunk)
 	}
 	w.chunk = append(w.chunk, c)
 	if len(w.chunk) == flushChunk {
@@ -242,7 +249,7 @@ func (w *fanWriter) add(c *wsnet.Conn) {
 }
 
 // done starts the writes still pending and returns how many sockets got the frame.
-func (w *fanWriter) done() int {
+func (w *fanWriter[S]) done() int {
 	if len(w.chunk) > 0 {
 		go flushAll(w.chunk)
 		w.chunk = nil
@@ -250,7 +257,7 @@ func (w *fanWriter) done() int {
 	return w.queued
 }
 
-func flushAll(conns []*wsnet.Conn) {
+func flushAll[S deferredSocket](conns []S) {
 	for _, c := range conns {
 		c.Flush()
 	}
@@ -336,9 +343,9 @@ func (g *Gateway) onPush(value []byte) {
 		skip, _ = strconv.ParseUint(id, 10, 64)
 	}
 	frame := wire.Encode("new-message", wire.NewMessage{ConversationID: p.Message.ConversationID, Message: wire.MessageFromPush(p.Message)})
-	w := fanWriter{frame: frame, skip: skip}
+	w := fanWriter[*wsnet.Conn]{frame: frame, skip: skip}
 	if len(p.Recipients) == 0 {
-		g.sockets.Each(1, w.add) // the world room (design §6)
+		g.sockets.Each(w.add) // the world room (design §6)
 	} else {
 		for _, uid := range recipients {
 			g.sockets.User(uid, w.add)

@@ -3,7 +3,10 @@ package gateway
 import (
 	"errors"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cloudwego/kitex/pkg/kerrors"
 
@@ -48,5 +51,80 @@ func TestSendOutcome(t *testing.T) {
 	want := &repoapi.Message{Id: 7}
 	if m, err := sendOutcome(&logicapi.SendOutcome{Resp: &logicapi.SendResp{Message: want}}, nil); err != nil || m != want {
 		t.Errorf("ok outcome = %v, %v", m, err)
+	}
+}
+
+// fakeDeferred is a socket for fanWriter: claims says whether its SendDeferred leaves
+// the write to the caller, refuse makes it fail, flushes counts Flush calls.
+type fakeDeferred struct {
+	id      uint64
+	claims  bool
+	refuse  bool
+	got     [][]byte
+	flushes sync.WaitGroup
+	flushed atomic.Int32
+}
+
+func (f *fakeDeferred) ID() uint64 { return f.id }
+
+func (f *fakeDeferred) SendDeferred(frame []byte) (bool, error) {
+	if f.refuse {
+		return false, errors.New("closed")
+	}
+	f.got = append(f.got, frame)
+	return f.claims, nil
+}
+
+func (f *fakeDeferred) Flush() { f.flushed.Add(1); f.flushes.Done() }
+
+// TestFanWriter: every socket but the sender's gets the frame queued; each one whose
+// SendDeferred left the write to the writer is flushed exactly once, in full chunks
+// and in the last partial one; refused sockets do not count.
+func TestFanWriter(t *testing.T) {
+	const n, skip = 3*flushChunk + 37, 5
+	frame := []byte("frame")
+	socks := make([]*fakeDeferred, n)
+	w := fanWriter[*fakeDeferred]{frame: frame, skip: skip}
+	wantQueued, wantFlushed := 0, 0
+	for i := range socks {
+		s := &fakeDeferred{id: uint64(i), claims: i%7 != 0, refuse: i%11 == 0}
+		socks[i] = s
+		if i != skip && !s.refuse {
+			wantQueued++
+			if s.claims {
+				wantFlushed++
+				s.flushes.Add(1)
+			}
+		}
+		w.add(s)
+	}
+	if got := w.done(); got != wantQueued {
+		t.Fatalf("done() = %d, want %d", got, wantQueued)
+	}
+	if wantFlushed <= 2*flushChunk || wantFlushed%flushChunk == 0 {
+		t.Fatalf("only %d sockets to flush: the test must cover full chunks and a partial one", wantFlushed)
+	}
+	flushed := make(chan struct{})
+	go func() {
+		for _, s := range socks {
+			s.flushes.Wait()
+		}
+		close(flushed)
+	}()
+	select {
+	case <-flushed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("sockets left to the writer were not all flushed within 10 s")
+	}
+	for i, s := range socks {
+		wantGot, wantFlush := 1, int32(1)
+		if i == skip || s.refuse {
+			wantGot, wantFlush = 0, 0
+		} else if !s.claims {
+			wantFlush = 0
+		}
+		if len(s.got) != wantGot || (wantGot == 1 && string(s.got[0]) != "frame") || s.flushed.Load() != wantFlush {
+			t.Fatalf("socket %d: queued %d frames, flushed %d times; want %d, %d", i, len(s.got), s.flushed.Load(), wantGot, wantFlush)
+		}
 	}
 }

@@ -166,40 +166,17 @@ func (t *Table[S]) User(uid int64, fn func(S)) {
 	e.each(fn)
 }
 
-// Each calls fn for every socket, one shard at a time, each under its read lock.
-// When parallel > 1 the shards are walked by that many goroutines at once (room
-// broadcast to many sockets); fn must then be safe for concurrent use.
-func (t *Table[S]) Each(parallel int, fn func(S)) {
-	walk := func(i int) {
+// Each calls fn for every socket, one shard at a time, each under its read lock;
+// fn must not block (Socket.Send only enqueues).
+func (t *Table[S]) Each(fn func(S)) {
+	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.RLock()
-		defer sh.mu.RUnlock()
 		for _, e := range sh.users {
 			e.each(fn)
 		}
+		sh.mu.RUnlock()
 	}
-	if parallel <= 1 {
-		for i := range t.shards {
-			walk(i)
-		}
-		return
-	}
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for range min(parallel, len(t.shards)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				walk(i)
-			}
-		}()
-	}
-	for i := range t.shards {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
 }
 
 // Users returns the number of distinct users with at least one socket.

@@ -11,7 +11,8 @@
 // netpoll's poller through its own operator, with no goroutine and no buffer while
 // idle: the poller reads its input, a goroutine that exists only while input waits
 // parses frames and calls Handler.OnText; writes go through a bounded per-connection
-// queue drained by a goroutine that exists only while the queue is non-empty; pings,
+// queue drained by a goroutine that exists only while the queue is non-empty, or by
+// the caller of Flush after SendDeferred (a push to many sockets); pings,
 // idle closes, frame read timeouts and close-grace expiries are driven by one sweeper
 // goroutine per Server walking sharded sets.
 //
