@@ -133,18 +133,18 @@ conns)
 	if [[ $topology == all ]]; then bench conns -n 18000 -inflight 768; else bench conns -n 20000; fi
 	;;
 latency) bench latency -rate 2000 -pairs 100 -groups 10 -idle 5000 ;;
-throughput) bench throughput -pairs 200 -windows 1,4,16,32 ;;
+throughput) bench throughput -pairs 200 -inflight 25,50,100,200,800 ;;
 fanout) bench fanout -receivers 10000 -messages 100 -rate 20 ;;
 quick)
 	bench conns -n 10000 -hold 3s
 	bench latency -rate 2000 -pairs 50 -groups 5 -idle 2000 -duration 10s -warmup 2s
-	bench throughput -pairs 50 -windows 1,8,32 -step 5s -warmup 1s
+	bench throughput -pairs 50 -inflight 10,25,50,400 -step 5s -warmup 1s
 	bench fanout -receivers 2000 -messages 50 -rate 20
 	;;
 full)
 	bench conns -n 300000 -inflight 192 -hold 30s
 	bench latency -rate 10k -pairs 200 -groups 20 -idle 10000
-	bench throughput -pairs 400 -windows 1,4,16,32,64
+	bench throughput -pairs 400 -inflight 50,100,200,400,1600,12800
 	bench fanout -receivers 10000 -messages 200 -rate 20
 	;;
 *)

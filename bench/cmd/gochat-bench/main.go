@@ -4,7 +4,7 @@
 //
 //	gochat-bench conns      -n 300000 -gateways ... -admins ... -secret ...
 //	gochat-bench latency    -rate 10k -pairs 200 -idle 10000
-//	gochat-bench throughput -pairs 200 -windows 1,4,16,32
+//	gochat-bench throughput -pairs 200 -inflight 25,50,100,200,800
 //	gochat-bench fanout     -receivers 10000 -rate 20
 //
 // scripts/bench.sh starts a topology, runs one of these and stops what it started.
@@ -37,7 +37,7 @@ type subcommand struct {
 var subcommands = map[string]subcommand{
 	"conns":        {runConns, "connection storm and density: N idle authenticated sockets over several gateways; connects/s, handshake percentiles, gateway RSS and heap per socket"},
 	"latency":      {runLatency, "paced open-loop sends in 1:1 and group conversations beside idle sockets; send→ack and send→recipient percentiles"},
-	"throughput":   {runThroughput, "closed-loop 1:1 senders at rising windows; the highest acked sends/s with ack p99 under 50 ms"},
+	"throughput":   {runThroughput, "closed-loop 1:1 senders at rising sends in flight; the highest acked sends/s with ack p99 under 50 ms"},
 	"fanout":       {runFanout, "world room with N receivers; deliveries/s and time for one message to reach all of them"},
 	"conns-worker": {runConnsWorker, ""},
 }

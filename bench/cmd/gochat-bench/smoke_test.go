@@ -206,15 +206,21 @@ func TestSmoke(t *testing.T) {
 		}
 	})
 	t.Run("throughput", func(t *testing.T) {
-		r := runSub(t, t.TempDir(), append([]string{"throughput", "-pairs", "3", "-windows", "1,2", "-step", "1s", "-warmup", "200ms"}, common...)...)
+		// 2 in flight: two of the three conversations with one send each; 5: all
+		// three with two each.
+		r := runSub(t, t.TempDir(), append([]string{"throughput", "-pairs", "3", "-inflight", "2,5", "-step", "1s", "-warmup", "200ms"}, common...)...)
 		steps, ok := r.Metrics["steps"].([]any)
 		if !ok || len(steps) != 2 {
 			t.Fatalf("steps: %#v", r.Metrics["steps"])
 		}
-		for _, s := range steps {
+		want := []struct{ convs, window, inflight float64 }{{2, 1, 2}, {3, 2, 6}}
+		for i, s := range steps {
 			st := s.(map[string]any)
 			if st["acked"].(float64) <= 0 || st["unacked"].(float64) != 0 {
 				t.Errorf("step %v", st)
+			}
+			if w := want[i]; st["conversations"] != w.convs || st["window"] != w.window || st["in_flight"] != w.inflight {
+				t.Errorf("step %d ran %v conversations × window %v = %v in flight, want %+v", i, st["conversations"], st["window"], st["in_flight"], w)
 			}
 		}
 	})

@@ -15,19 +15,20 @@ import (
 	"github.com/gochat/gochat/bench/internal/report"
 )
 
-// step is one closed-loop level of throughput: every conversation keeps window sends
-// in flight.
+// step is one closed-loop level of throughput: each of Conversations conversations
+// keeps Window sends in flight.
 type step struct {
-	Window    int     `json:"window"`
-	InFlight  int     `json:"in_flight"`
-	Acked     int64   `json:"acked"`
-	AcksPerS  float64 `json:"acks_per_s"`
-	AckP50    float64 `json:"ack_p50_ms"`
-	AckP99    float64 `json:"ack_p99_ms"`
-	RecipP50  float64 `json:"recipient_p50_ms"`
-	RecipP99  float64 `json:"recipient_p99_ms"`
-	Unacked   int64   `json:"unacked"`
-	ErrFrames int64   `json:"error_frames"`
+	Conversations int     `json:"conversations"`
+	Window        int     `json:"window"`
+	InFlight      int     `json:"in_flight"`
+	Acked         int64   `json:"acked"`
+	AcksPerS      float64 `json:"acks_per_s"`
+	AckP50        float64 `json:"ack_p50_ms"`
+	AckP99        float64 `json:"ack_p99_ms"`
+	RecipP50      float64 `json:"recipient_p50_ms"`
+	RecipP99      float64 `json:"recipient_p99_ms"`
+	Unacked       int64   `json:"unacked"`
+	ErrFrames     int64   `json:"error_frames"`
 	// CPU during the step: of the processes behind -admins (process_cpu_seconds_total;
 	// absent without -admins) and of this harness, in cores, and the servers' CPU
 	// per acked send. On a shared machine the rate moves with the neighbours; the
@@ -37,37 +38,87 @@ type step struct {
 	HarnessCores    float64 `json:"harness_cores"`
 }
 
-// runThroughput finds the highest rate of acked durable sends: closed-loop senders in
-// 1:1 conversations, each keeping -windows sends in flight, one level after another.
+// level is what one step keeps in flight: conversations senders with window sends each.
+type level struct{ conversations, window int }
+
+// levelsFor turns -inflight into steps over pairs conversations: a total up to pairs
+// is that many conversations with one send each (fewer senders, not a smaller window,
+// so every socket still has one send in flight as an interactive client has); a
+// larger total is every conversation with the window that reaches it, rounded up.
+func levelsFor(inflight []int, pairs int) []level {
+	out := make([]level, len(inflight))
+	for i, n := range inflight {
+		if n <= pairs {
+			out[i] = level{conversations: n, window: 1}
+		} else {
+			out[i] = level{conversations: pairs, window: (n + pairs - 1) / pairs}
+		}
+	}
+	return out
+}
+
+// positiveList parses a comma-separated list of positive numbers.
+func positiveList(flag, s string) ([]int, error) {
+	var out []int
+	for v := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("-%s: %q is not a positive number", flag, v)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// runThroughput finds the highest rate of acked durable sends whose ack p99 stays
+// under 50 ms: closed-loop senders in 1:1 conversations, one level of sends in flight
+// after another (-inflight, or every conversation at each of -windows).
 func runThroughput(args []string, stdout, stderr io.Writer) error {
 	fs, c := newFlags("throughput", stderr)
 	pairs := fs.Int("pairs", 200, "1:1 conversations (a registered sender and a guest recipient each)")
-	windowsS := fs.String("windows", "1,4,16,32", "sends in flight per conversation, one step per value")
+	windowsS := fs.String("windows", "1,4,16,32", "sends in flight per conversation, one step per value, every conversation sending (ignored with -inflight)")
+	inflightS := fs.String("inflight", "", "total sends in flight, one step per value: up to -pairs, that many conversations with one send each; above, every conversation with the window that reaches it")
 	stepDur := fs.Duration("step", 10*time.Second, "measured time per step")
 	warm := fs.Duration("warmup", 2*time.Second, "unmeasured time at the start of each step")
 	maxRate := fs.Int("max-rate", 100000, "capacity hint: the most sends per second the run may reach")
 	if err := c.parse(fs, args); err != nil {
 		return err
 	}
-	var windows []int
-	for s := range strings.SplitSeq(*windowsS, ",") {
-		w, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || w < 1 {
-			return fmt.Errorf("-windows: %q is not a positive number", s)
-		}
-		windows = append(windows, w)
-	}
 	if *pairs < 1 || *maxRate < 1 {
 		return errors.New("-pairs and -max-rate must be positive")
+	}
+	var levels []level
+	if *inflightS != "" {
+		inflight, err := positiveList("inflight", *inflightS)
+		if err != nil {
+			return err
+		}
+		levels = levelsFor(inflight, *pairs)
+	} else {
+		windows, err := positiveList("windows", *windowsS)
+		if err != nil {
+			return err
+		}
+		for _, w := range windows {
+			levels = append(levels, level{conversations: *pairs, window: w})
+		}
 	}
 	ctx := context.Background()
 	start := time.Now()
 	r := report.New("throughput")
 	c.config(r)
-	r.Config["pairs"], r.Config["windows"], r.Config["step"], r.Config["warmup"] = *pairs, *windowsS, stepDur.String(), warm.String()
+	r.Config["pairs"], r.Config["step"], r.Config["warmup"] = *pairs, stepDur.String(), warm.String()
+	if *inflightS != "" {
+		r.Config["inflight"] = *inflightS
+	} else {
+		r.Config["windows"] = *windowsS
+	}
 
-	capacity := int(float64(*maxRate)*(*stepDur+*warm).Seconds())*len(windows) + *pairs*windows[len(windows)-1]*len(windows)
-	t := newTraffic(capacity, len(windows))
+	capacity := 0
+	for _, lv := range levels {
+		capacity += int(float64(*maxRate)*(*stepDur+*warm).Seconds()) + lv.conversations*lv.window
+	}
+	t := newTraffic(capacity, len(levels))
 	var next atomic.Int64 // next send index
 	var stopAt atomic.Int64
 	var bucket atomic.Int32
@@ -110,19 +161,20 @@ func runThroughput(args []string, stdout, stderr io.Writer) error {
 	for _, cv := range convs {
 		bySender.Store(cv.sender, cv.id)
 	}
-	fmt.Fprintf(stderr, "throughput: %d conversations, windows %v, %s per step\n", len(convs), windows, *stepDur)
+	fmt.Fprintf(stderr, "throughput: %d conversations, %d steps, %s per step\n", len(convs), len(levels), *stepDur)
 
-	steps := make([]step, len(windows))
-	for si, w := range windows {
+	steps := make([]step, len(levels))
+	for si, lv := range levels {
+		w, active := lv.window, convs[:min(lv.conversations, len(convs))]
 		bucket.Store(int32(si))
 		begin := time.Now()
 		t.from = begin.Add(*warm).UnixNano()
 		stopAt.Store(begin.Add(*warm + *stepDur).UnixNano())
 		acked0, err0 := t.acks.Total(), f.errFrames.Load()
 		prog := report.NewProgress(stderr, time.Second, func() string {
-			return fmt.Sprintf("throughput: window %d: acked %d (%.0f acks/s) errors %d", w, t.acks.Total()-acked0, t.acks.Rate(), f.errFrames.Load()-err0)
+			return fmt.Sprintf("throughput: %d in flight: acked %d (%.0f acks/s) errors %d", w*len(active), t.acks.Total()-acked0, t.acks.Rate(), f.errFrames.Load()-err0)
 		})
-		for _, cv := range convs {
+		for _, cv := range active {
 			for range w {
 				sendOne(cv.sender, cv.id)
 			}
@@ -144,7 +196,7 @@ func runThroughput(args []string, stdout, stderr io.Writer) error {
 			timedOut = true
 		}
 		prog.Stop()
-		st := step{Window: w, InFlight: w * len(convs), Acked: ackedAtStop - ackedAtFrom, ErrFrames: f.errFrames.Load() - err0}
+		st := step{Conversations: len(active), Window: w, InFlight: w * len(active), Acked: ackedAtStop - ackedAtFrom, ErrFrames: f.errFrames.Load() - err0}
 		st.AcksPerS = float64(st.Acked) / stepDur.Seconds()
 		if cpu0.err == nil && cpu1.err == nil {
 			st.HarnessCores = (cpu1.harness - cpu0.harness) / stepDur.Seconds()
@@ -155,7 +207,7 @@ func runThroughput(args []string, stdout, stderr io.Writer) error {
 				}
 			}
 		} else {
-			r.Notes = append(r.Notes, fmt.Sprintf("window %d: CPU not measured: %v", w, errors.Join(cpu0.err, cpu1.err)))
+			r.Notes = append(r.Notes, fmt.Sprintf("%d in flight: CPU not measured: %v", st.InFlight, errors.Join(cpu0.err, cpu1.err)))
 		}
 		ah, dh := t.ack[si][kindDirect], t.deliver[si][kindDirect]
 		st.AckP50, st.AckP99 = ms(ah.Quantile(0.5)), ms(ah.Quantile(0.99))
@@ -166,14 +218,14 @@ func runThroughput(args []string, stdout, stderr io.Writer) error {
 					st.Unacked++
 				}
 			}
-			r.Notes = append(r.Notes, fmt.Sprintf("window %d: %d sends unacked 5 s after the step; later steps were not run", w, st.Unacked))
+			r.Notes = append(r.Notes, fmt.Sprintf("%d in flight: %d sends unacked 5 s after the step; later steps were not run", st.InFlight, st.Unacked))
 			steps[si] = st
 			steps = steps[:si+1]
 			break
 		}
 		steps[si] = st
-		fmt.Fprintf(stderr, "throughput: window %d (%d in flight): %.0f acked/s, ack p50 %.2f ms p99 %.2f ms, recipient p50 %.2f ms p99 %.2f ms, server %.2f cores (%.0f µs per ack), harness %.2f cores\n",
-			w, st.InFlight, st.AcksPerS, st.AckP50, st.AckP99, st.RecipP50, st.RecipP99, st.ServerCores, st.ServerCPUPerAck, st.HarnessCores)
+		fmt.Fprintf(stderr, "throughput: %d conversations × window %d (%d in flight): %.0f acked/s, ack p50 %.2f ms p99 %.2f ms, recipient p50 %.2f ms p99 %.2f ms, server %.2f cores (%.0f µs per ack), harness %.2f cores\n",
+			st.Conversations, w, st.InFlight, st.AcksPerS, st.AckP50, st.AckP99, st.RecipP50, st.RecipP99, st.ServerCores, st.ServerCPUPerAck, st.HarnessCores)
 	}
 	r.Metrics["steps"] = steps
 	r.Metrics["send_errors"] = sendErrs.Load()
@@ -203,6 +255,7 @@ func runThroughput(args []string, stdout, stderr io.Writer) error {
 	}
 	b := steps[best]
 	r.Metrics["best_window"] = b.Window
+	r.Metrics["best_in_flight"] = b.InFlight
 	r.AddTarget("acked sends/s with ack p99 < 50 ms", ">=", 10000, b.AcksPerS, "msgs/s")
 	r.AddTarget("send→recipient p99 at that rate", "<", 50, b.RecipP99, "ms")
 	r.AddTarget("send→recipient p50 at that rate", "<", 5, b.RecipP50, "ms")
