@@ -118,7 +118,9 @@ func isSQLiteMemory(dsn string) bool {
 // Readers are query_only so a read path can never write by accident. The writer
 // does not checkpoint the WAL (wal_autocheckpoint(0)): the checkpointer does, on a
 // connection of its own (checkpoint.go), unless the DSN sets wal_autocheckpoint
-// itself; ownCheckpoints tells which.
+// itself; ownCheckpoints tells which. The writer opens the database through
+// walVFS (walvfs.go), which writes a commit's WAL frames with one pwrite instead of
+// two per frame, unless the DSN names a VFS.
 func sqliteDSNs(dsn string) (writer, reader string, ownCheckpoints bool, err error) {
 	path, rawQuery, _ := strings.Cut(dsn, "?")
 	file := strings.TrimPrefix(path, "file:")
@@ -140,6 +142,13 @@ func sqliteDSNs(dsn string) (writer, reader string, ownCheckpoints bool, err err
 	w := cloneValues(q)
 	if w.Get("_txlock") == "" {
 		w.Set("_txlock", "immediate")
+	}
+	if w.Get("vfs") == "" {
+		name, err := registerWALVFS()
+		if err != nil {
+			return "", "", false, fmt.Errorf("sqlite WAL writes: %w", err)
+		}
+		w.Set("vfs", name)
 	}
 	ownCheckpoints = !hasPragma(q, "wal_autocheckpoint")
 	if ownCheckpoints {
