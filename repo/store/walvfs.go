@@ -16,32 +16,32 @@ import (
 //
 // SQLite appends a commit to the WAL as frames, and writes every frame with two
 // pwrite calls: its 24-byte header, then its page. A group commit of 1:1 sends
-// dirties two or three pages per message (an index leaf of each unique key, plus the
-// shared conversation and member pages), so at 5,000 sends/s the writer made about
-// 30,000 pwrites a second, and they were 28% of its time: on this kind of machine a
-// 24-byte and a 4 KiB pwrite cost 5.7–6.6 µs together, while one pwrite carrying 15
-// frames costs 1.2–1.3 µs per frame. The writer is the one connection every send
-// goes through, so its time per message bounds the store's rate.
+// dirties one to four pages per message (a leaf of each unique index, which few
+// messages of a batch share, plus the table, conversation and member pages they do
+// share), and pwrite was 28% of the writer's time at 5,000 sends/s: on this kind of
+// machine a 24-byte and a 4 KiB pwrite cost 5.7–6.6 µs together, while one pwrite
+// carrying 15 frames costs 1.2–1.3 µs per frame. The writer is the one connection
+// every send goes through, so its time per message bounds the store's rate.
 //
-// walVFS is the default ("unix") VFS with one change: a WAL file's contiguous
-// frames are gathered in memory and written with one pwrite when the commit's last
-// frame is complete. Nothing else is buffered. Readers (and the checkpointer) find a
+// walVFS is the default ("unix") VFS with one change: frames appended to a WAL file
+// are gathered in memory and written with one pwrite (64 KiB at most per call) when
+// the commit's last frame is complete. Readers (and the checkpointer) find a
 // commit's frames through the WAL index, which SQLite updates only after the last
 // frame's write returned, and by then the frames are in the file: a reader never
 // sees an index entry for a frame still in memory. A commit whose flush fails fails
 // (the writer rolls it back), as a failed pwrite did. A crash loses at most the
-// frames of a commit that had not finished, i.e. was never acknowledged, which is
+// frames of a commit that had not returned, i.e. was never acknowledged, which is
 // also what happens without the buffer.
 //
-// The buffer only takes what it recognises — a frame header (exactly 24 bytes)
-// followed by its page at the next offset, contiguous with what is buffered, or a
-// page rewritten in place inside the buffer — and a header with a non-zero "database
-// size" field marks a commit, which SQLite sets on a transaction's last frame only.
-// Any other write, and every read, sync, truncate, size query, file control, fetch
-// or close of the file, first writes out what is buffered. So if a later SQLite
-// wrote frames differently, the buffer would simply stay empty;
-// TestWALBufferFlushesEveryCommit checks that every commit is readable by another
-// connection the moment it returns.
+// The buffer only takes what it recognises — a frame header (exactly 24 bytes) at
+// the end of the WAL followed by its page, or a page rewritten in place inside the
+// buffer — and a header with a non-zero "database size" field marks a commit, which
+// SQLite sets on a transaction's last frame only. Any other write (the WAL header at
+// a restart, frame headers rewritten with new checksums after the commit frame), and
+// every read, sync, truncate, size query, file control, fetch or close of the file,
+// first writes out what is buffered. So if a later SQLite wrote frames differently,
+// the buffer would stay empty. TestWALBufferKeepsEveryCommit recovers a copy of the
+// files after every commit; TestWALBufferSurvivesKill kills a process appending.
 const (
 	walVFSName      = "gochat-walbuf"
 	walFrameHdrSize = 24
@@ -70,9 +70,9 @@ var (
 	walVFS      sqlite3.Tsqlite3_vfs
 	walVFSName0 [len(walVFSName) + 1]byte
 
-	// walStats counts, for tests, frames that went through the buffer, the writes
-	// that carried them and writes that bypassed it.
-	walStats struct{ buffered, flushes, direct atomic.Int64 }
+	// walStats counts, for tests, frames that went through the buffer and writes
+	// that bypassed it.
+	walStats struct{ buffered, direct atomic.Int64 }
 
 	walMu       sync.Mutex
 	walFiles    = map[uintptr]*walFile{} // open WAL files, by sqlite3_file pointer
@@ -217,9 +217,6 @@ func (w *walFile) flush(tls *libc.TLS, pFile uintptr) int32 {
 	w.hdr, w.commit = -1, false
 	n := w.n
 	w.n = 0
-	if n > 0 {
-		walStats.flushes.Add(1)
-	}
 	for done := 0; done < n; {
 		k := min(n-done, walWriteMax)
 		rc := (*(*func(*libc.TLS, uintptr, uintptr, int32, int64) int32)(fnp(w.base.FxWrite)))(tls, pFile, w.buf+uintptr(done), int32(k), w.off+int64(done))
