@@ -158,39 +158,63 @@ func scrape(ctx context.Context, admin string) (gwMetrics, error) {
 	return m, err
 }
 
-// readGauges reads the named unlabelled samples of admin's /metrics into want's
-// pointers. A sample that is missing is an error, not zero: a process out of file
-// descriptors, for one, cannot open /proc/self/stat and drops
-// process_resident_memory_bytes.
+// readGauges reads the named samples of admin's /metrics into want's pointers. A
+// sample that is missing is an error, not zero: a process out of file descriptors,
+// for one, cannot open /proc/self/stat and drops process_resident_memory_bytes.
 func readGauges(ctx context.Context, hc *http.Client, admin string, want map[string]*float64) error {
+	got, err := readSamples(ctx, hc, admin, slices.Collect(maps.Keys(want)))
+	if err != nil {
+		return err
+	}
+	var missing []string
+	for name, p := range want {
+		v, ok := got[name]
+		if !ok {
+			missing = append(missing, name)
+			continue
+		}
+		*p = v
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		return fmt.Errorf("scrape %s: /metrics lacks %s", admin, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// readSamples returns the samples of admin's /metrics named in names, a name
+// being the metric with its labels as exposed (`x_sum{result="ok"}`); names the
+// process does not expose are absent from the map.
+func readSamples(ctx context.Context, hc *http.Client, admin string, names []string) (map[string]float64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/metrics", nil)
 	if err != nil {
-		return fmt.Errorf("scrape %s: %w", admin, err)
+		return nil, fmt.Errorf("scrape %s: %w", admin, err)
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("scrape %s: %w", admin, err)
+		return nil, fmt.Errorf("scrape %s: %w", admin, err)
 	}
 	defer resp.Body.Close()
-	want = maps.Clone(want)
+	want := make(map[string]bool, len(names))
+	for _, n := range names {
+		want[n] = true
+	}
+	got := make(map[string]float64, len(names))
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		name, val, ok := strings.Cut(sc.Text(), " ")
-		if p, hit := want[name]; ok && hit {
-			if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
-				*p = v
-				delete(want, name)
-			}
+		if !ok || !want[name] {
+			continue
+		}
+		if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+			got[name] = v
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return fmt.Errorf("scrape %s: %w", admin, err)
+		return nil, fmt.Errorf("scrape %s: %w", admin, err)
 	}
-	if len(want) > 0 {
-		return fmt.Errorf("scrape %s: /metrics lacks %s", admin, strings.Join(slices.Sorted(maps.Keys(want)), ", "))
-	}
-	return nil
+	return got, nil
 }
 
 // serverCPU is the CPU time in seconds the processes behind admins have used so

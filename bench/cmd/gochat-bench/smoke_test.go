@@ -222,6 +222,12 @@ func TestSmoke(t *testing.T) {
 			if w := want[i]; st["conversations"] != w.convs || st["window"] != w.window || st["in_flight"] != w.inflight {
 				t.Errorf("step %d ran %v conversations × window %v = %v in flight, want %+v", i, st["conversations"], st["window"], st["in_flight"], w)
 			}
+			// All mode: every stage is behind the one admin.
+			for _, k := range []string{"gateway_send_ms", "logic_send_ms", "commit_ms", "commit_messages", "writer_busy"} {
+				if v, _ := st[k].(float64); v <= 0 {
+					t.Errorf("step %d: %s = %v, want > 0", i, k, st[k])
+				}
+			}
 		}
 	})
 	t.Run("fanout", func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +37,64 @@ type step struct {
 	ServerCores     float64 `json:"server_cores,omitempty"`
 	ServerCPUPerAck float64 `json:"server_cpu_us_per_ack,omitempty"`
 	HarnessCores    float64 `json:"harness_cores"`
+	stageMeans
+}
+
+// stageMeans is where a send's time went on the servers during a step, from their
+// histograms (means over the step; a stage whose process is not behind -admins, such
+// as repo in a split topology, is left out): the gateway from frame to ack queued,
+// logic's validation and durable append, and the store's group commit.
+type stageMeans struct {
+	GatewaySendMs  float64 `json:"gateway_send_ms,omitempty"`
+	LogicSendMs    float64 `json:"logic_send_ms,omitempty"`
+	CommitMs       float64 `json:"commit_ms,omitempty"`
+	CommitMessages float64 `json:"commit_messages,omitempty"` // per commit
+	WriterBusy     float64 `json:"writer_busy,omitempty"`     // share of the step the store spent committing
+}
+
+// The histogram samples stageMeans is computed from.
+const (
+	gwSendSum     = `gochat_gateway_send_seconds_sum{result="ok"}`
+	gwSendCount   = `gochat_gateway_send_seconds_count{result="ok"}`
+	logicSendSum  = `gochat_logic_send_seconds_sum`
+	logicSendN    = `gochat_logic_send_seconds_count`
+	commitSum     = `gochat_repo_commit_seconds_sum{result="ok"}`
+	commitCount   = `gochat_repo_commit_seconds_count{result="ok"}`
+	commitMsgsSum = `gochat_repo_commit_messages_sum`
+)
+
+// serverStages sums the stage samples over admins.
+func serverStages(ctx context.Context, admins []string) (map[string]float64, error) {
+	hc := &http.Client{Timeout: 5 * time.Second}
+	sum := map[string]float64{}
+	for _, a := range admins {
+		got, err := readSamples(ctx, hc, a, []string{gwSendSum, gwSendCount, logicSendSum, logicSendN, commitSum, commitCount, commitMsgsSum})
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range got {
+			sum[k] += v
+		}
+	}
+	return sum, nil
+}
+
+// stagesBetween turns two serverStages readings dur apart into means.
+func stagesBetween(a, b map[string]float64, dur time.Duration) stageMeans {
+	d := func(k string) float64 { return b[k] - a[k] }
+	var m stageMeans
+	if n := d(gwSendCount); n > 0 {
+		m.GatewaySendMs = d(gwSendSum) / n * 1e3
+	}
+	if n := d(logicSendN); n > 0 {
+		m.LogicSendMs = d(logicSendSum) / n * 1e3
+	}
+	if n := d(commitCount); n > 0 {
+		m.CommitMs = d(commitSum) / n * 1e3
+		m.CommitMessages = d(commitMsgsSum) / n
+		m.WriterBusy = d(commitSum) / dur.Seconds()
+	}
+	return m
 }
 
 // level is what one step keeps in flight: conversations senders with window sends each.
@@ -182,9 +241,11 @@ func runThroughput(args []string, stdout, stderr io.Writer) error {
 		time.Sleep(time.Until(time.Unix(0, t.from)))
 		ackedAtFrom := t.acks.Total()
 		cpu0 := readCPU(ctx, c.adm)
+		stages0, stagesErr0 := serverStages(ctx, c.adm)
 		time.Sleep(time.Until(time.Unix(0, stopAt.Load())))
 		ackedAtStop := t.acks.Total()
 		cpu1 := readCPU(ctx, c.adm)
+		stages1, stagesErr1 := serverStages(ctx, c.adm)
 		// Let the step's in-flight sends finish (acks are due within 5 s) before the
 		// next step starts.
 		done := make(chan struct{})
@@ -209,6 +270,11 @@ func runThroughput(args []string, stdout, stderr io.Writer) error {
 		} else {
 			r.Notes = append(r.Notes, fmt.Sprintf("%d in flight: CPU not measured: %v", st.InFlight, errors.Join(cpu0.err, cpu1.err)))
 		}
+		if err := errors.Join(stagesErr0, stagesErr1); err != nil {
+			r.Notes = append(r.Notes, fmt.Sprintf("%d in flight: server stages not measured: %v", st.InFlight, err))
+		} else {
+			st.stageMeans = stagesBetween(stages0, stages1, *stepDur)
+		}
 		ah, dh := t.ack[si][kindDirect], t.deliver[si][kindDirect]
 		st.AckP50, st.AckP99 = ms(ah.Quantile(0.5)), ms(ah.Quantile(0.99))
 		st.RecipP50, st.RecipP99 = ms(dh.Quantile(0.5)), ms(dh.Quantile(0.99))
@@ -226,6 +292,10 @@ func runThroughput(args []string, stdout, stderr io.Writer) error {
 		steps[si] = st
 		fmt.Fprintf(stderr, "throughput: %d conversations × window %d (%d in flight): %.0f acked/s, ack p50 %.2f ms p99 %.2f ms, recipient p50 %.2f ms p99 %.2f ms, server %.2f cores (%.0f µs per ack), harness %.2f cores\n",
 			st.Conversations, w, st.InFlight, st.AcksPerS, st.AckP50, st.AckP99, st.RecipP50, st.RecipP99, st.ServerCores, st.ServerCPUPerAck, st.HarnessCores)
+		if st.GatewaySendMs > 0 {
+			fmt.Fprintf(stderr, "throughput:   mean send %.2f ms on the gateway, %.2f ms in logic; commits of %.1f messages in %.2f ms, writer busy %.0f%%\n",
+				st.GatewaySendMs, st.LogicSendMs, st.CommitMessages, st.CommitMs, st.WriterBusy*100)
+		}
 	}
 	r.Metrics["steps"] = steps
 	r.Metrics["send_errors"] = sendErrs.Load()

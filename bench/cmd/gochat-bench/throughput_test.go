@@ -1,8 +1,15 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestLevelsFor(t *testing.T) {
@@ -22,5 +29,48 @@ func TestPositiveList(t *testing.T) {
 		if _, err := positiveList("inflight", bad); err == nil {
 			t.Errorf("positiveList(%q) accepted", bad)
 		}
+	}
+}
+
+// serverStages sums the stage histograms' samples over the admins, labels and all;
+// stagesBetween turns two readings into means and leaves out a stage with no
+// observations (repo behind no admin in a split topology).
+func TestServerStages(t *testing.T) {
+	serve := func(body string) string {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/metrics" {
+				fmt.Fprint(w, body)
+			}
+		}))
+		t.Cleanup(srv.Close)
+		return strings.TrimPrefix(srv.URL, "http://")
+	}
+	gw := func(sum, n float64) string {
+		return fmt.Sprintf("%s %g\n%s %g\ngochat_gateway_send_seconds_sum{result=\"error\"} 99\n", gwSendSum, sum, gwSendCount, n)
+	}
+	all := func(sum, n, commits, commitSecs, msgs float64) string {
+		return gw(sum, n) + fmt.Sprintf("%s %g\n%s %g\n%s %g\n%s %g\n%s %g\n",
+			logicSendSum, sum/2, logicSendN, n, commitSum, commitSecs, commitCount, commits, commitMsgsSum, msgs)
+	}
+	ctx := context.Background()
+	a, err := serverStages(ctx, []string{serve(all(1, 100, 10, 0.01, 100)), serve(gw(2, 100))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := serverStages(ctx, []string{serve(all(3, 200, 30, 0.05, 900)), serve(gw(4, 300))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := stagesBetween(a, b, 2*time.Second)
+	// gateways: 4 s over 300 sends; logic: 1 s over 100; commits: 40 ms over 20
+	// commits of 800 messages, 2% of 2 s.
+	want := stageMeans{GatewaySendMs: 4.0 / 300 * 1e3, LogicSendMs: 10, CommitMs: 2, CommitMessages: 40, WriterBusy: 0.02}
+	if math.Abs(got.GatewaySendMs-want.GatewaySendMs) > 1e-9 || math.Abs(got.LogicSendMs-want.LogicSendMs) > 1e-9 ||
+		math.Abs(got.CommitMs-want.CommitMs) > 1e-9 || math.Abs(got.CommitMessages-want.CommitMessages) > 1e-9 || math.Abs(got.WriterBusy-want.WriterBusy) > 1e-9 {
+		t.Fatalf("stagesBetween = %+v, want %+v", got, want)
+	}
+	gwOnly := stagesBetween(map[string]float64{gwSendSum: 1, gwSendCount: 10}, map[string]float64{gwSendSum: 2, gwSendCount: 20}, time.Second)
+	if gwOnly.GatewaySendMs != 100 || gwOnly.LogicSendMs != 0 || gwOnly.CommitMs != 0 || gwOnly.WriterBusy != 0 {
+		t.Fatalf("gateway-only stages = %+v", gwOnly)
 	}
 }
