@@ -203,6 +203,20 @@ func (g *Gateway) onSend(c *wsnet.Conn, s *session, raw json.RawMessage) {
 // sendOutcome turns the send batcher's answer into what the single logic.Send
 // returns: the stored message, or an error (the batch call's own, or the biz status
 // error this message's Send would have failed with).
+func sendOutcome(res *logicapi.SendOutcome, err error) (*repoapi.Message, error) {
+	switch {
+	case err != nil:
+		return nil, err
+	case res == nil:
+		return nil, errors.New("logic answered a send with no result")
+	case res.ErrorCode != base.ErrCode_OK:
+		return nil, kerrors.NewBizStatusError(int32(res.ErrorCode), res.Message)
+	case res.Resp == nil || res.Resp.Message == nil:
+		return nil, errors.New("logic answered a send without a message")
+	}
+	return res.Resp.Message, nil
+}
+
 // flushChunk is how many sockets one goroutine of a fanWriter writes to.
 const flushChunk = 256
 
@@ -261,20 +275,6 @@ func flushAll[S deferredSocket](conns []S) {
 	for _, c := range conns {
 		c.Flush()
 	}
-}
-
-func sendOutcome(res *logicapi.SendOutcome, err error) (*repoapi.Message, error) {
-	switch {
-	case err != nil:
-		return nil, err
-	case res == nil:
-		return nil, errors.New("logic answered a send with no result")
-	case res.ErrorCode != base.ErrCode_OK:
-		return nil, kerrors.NewBizStatusError(int32(res.ErrorCode), res.Message)
-	case res.Resp == nil || res.Resp.Message == nil:
-		return nil, errors.New("logic answered a send without a message")
-	}
-	return res.Resp.Message, nil
 }
 
 func (g *Gateway) onSync(c *wsnet.Conn, s *session, raw json.RawMessage) {

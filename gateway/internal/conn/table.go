@@ -157,7 +157,7 @@ func (t *Table[S]) Remove(uid int64, id uint64) (last bool) {
 }
 
 // User calls fn for every socket of uid. fn runs under the shard's read lock and must
-// not block (Socket.Send only enqueues).
+// not block (the gateway's only queues frames: wsnet's SendDeferred).
 func (t *Table[S]) User(uid int64, fn func(S)) {
 	sh := t.shard(uid)
 	sh.mu.RLock()
@@ -167,7 +167,7 @@ func (t *Table[S]) User(uid int64, fn func(S)) {
 }
 
 // Each calls fn for every socket, one shard at a time, each under its read lock;
-// fn must not block (Socket.Send only enqueues).
+// fn must not block (the gateway's only queues frames: wsnet's SendDeferred).
 func (t *Table[S]) Each(fn func(S)) {
 	for i := range t.shards {
 		sh := &t.shards[i]
