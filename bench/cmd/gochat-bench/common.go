@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/gochat/gochat/bench/internal/report"
@@ -230,6 +231,15 @@ func serverCPU(ctx context.Context, admins []string) (float64, error) {
 		sum += v
 	}
 	return sum, nil
+}
+
+// processCPU is this process's CPU time so far (user + system), in seconds.
+func processCPU() (float64, error) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, fmt.Errorf("getrusage: %w", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds(), nil
 }
 
 // parseRate accepts "1000" or "1k"/"10k"/"1.5m".

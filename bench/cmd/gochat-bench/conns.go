@@ -40,6 +40,7 @@ type workerReport struct {
 	Handshake json.RawMessage `json:"handshake,omitempty"` // stats.Histogram
 	Errors    map[string]int  `json:"errors,omitempty"`    // failure reasons, counted
 	Lost      int64           `json:"lost,omitempty"`      // sockets closed by the other side after opening
+	CPU       float64         `json:"cpu_s,omitempty"`     // the worker's CPU seconds (user+system) from its first dial to its last handshake
 }
 
 // runConns is the connection storm and density test: N authenticated sockets over
@@ -91,6 +92,9 @@ func runConns(args []string, stdout, stderr io.Writer) error {
 		before[i] = m
 	}
 
+	// The servers' CPU over the storm, per socket opened: steadier than the rate on a
+	// shared machine, so changes to the connect path compare by it.
+	cpu0, cpuErr := serverCPU(ctx, c.adm)
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -177,6 +181,7 @@ func runConns(args []string, stdout, stderr io.Writer) error {
 	hs := stats.NewHistogram()
 	var open, failed int64
 	var first, last int64
+	var workerCPU float64
 	reasons := map[string]int{}
 	for w, k := range kids {
 		var wr workerReport
@@ -191,6 +196,7 @@ func runConns(args []string, stdout, stderr io.Writer) error {
 			first = wr.FirstDial
 		}
 		last = max(last, wr.LastOpen)
+		workerCPU += wr.CPU
 		h := stats.NewHistogram()
 		if err := json.Unmarshal(wr.Handshake, h); err != nil {
 			prog.Stop()
@@ -202,6 +208,18 @@ func runConns(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	prog.Stop()
+	if len(c.adm) > 0 && cpuErr == nil {
+		var cpu1 float64
+		if cpu1, cpuErr = serverCPU(ctx, c.adm); cpuErr == nil && open > 0 {
+			r.Metrics["server_cpu_us_per_conn"] = (cpu1 - cpu0) / float64(open) * 1e6
+		}
+	}
+	if cpuErr != nil {
+		r.Notes = append(r.Notes, fmt.Sprintf("server CPU not measured: %v", cpuErr))
+	}
+	if open > 0 {
+		r.Metrics["harness_cpu_us_per_conn"] = workerCPU / float64(open) * 1e6
+	}
 	storm := time.Duration(last - first)
 	rate := 0.0
 	if storm > 0 {
@@ -342,6 +360,10 @@ func runConnsWorker(args []string, stdout, stderr io.Writer) error {
 		}
 	}()
 	first := time.Now()
+	cpu0, err := processCPU()
+	if err != nil {
+		return err
+	}
 	for i := range *n {
 		g := *offset + i
 		var tok string
@@ -365,7 +387,11 @@ func runConnsWorker(args []string, stdout, stderr io.Writer) error {
 	}
 	close(stopProgress)
 	<-progressDone
-	wr := workerReport{Done: true, Open: open.Load(), Failed: failed.Load(), FirstDial: first.UnixNano(), LastOpen: lastOpen.Load()}
+	cpu1, err := processCPU()
+	if err != nil {
+		return err
+	}
+	wr := workerReport{Done: true, Open: open.Load(), Failed: failed.Load(), FirstDial: first.UnixNano(), LastOpen: lastOpen.Load(), CPU: cpu1 - cpu0}
 	b, err := json.Marshal(hs)
 	if err != nil {
 		return err

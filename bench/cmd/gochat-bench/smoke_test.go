@@ -176,6 +176,14 @@ func TestSmoke(t *testing.T) {
 		if tg := target(t, r, "failed connections"); !tg.Pass {
 			t.Errorf("target %+v", tg)
 		}
+		// The servers' CPU is read in 10 ms ticks, too coarse for 60 sockets to be
+		// sure of a nonzero reading; the workers' own is exact.
+		if cpu := metric(t, r, "server_cpu_us_per_conn"); cpu < 0 {
+			t.Errorf("server CPU per connection %v µs", cpu)
+		}
+		if cpu := metric(t, r, "harness_cpu_us_per_conn"); cpu <= 0 {
+			t.Errorf("harness CPU per connection %v µs, want > 0", cpu)
+		}
 		gws, ok := r.Metrics["gateways"].([]any)
 		if !ok || len(gws) != 1 {
 			t.Fatalf("gateways metric: %#v", r.Metrics["gateways"])

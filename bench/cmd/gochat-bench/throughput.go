@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/gochat/gochat/bench/internal/report"
@@ -342,12 +341,9 @@ type cpuReading struct {
 
 func readCPU(ctx context.Context, admins []string) cpuReading {
 	var r cpuReading
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		r.err = fmt.Errorf("getrusage: %w", err)
+	if r.harness, r.err = processCPU(); r.err != nil {
 		return r
 	}
-	r.harness = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 	if len(admins) > 0 {
 		r.servers, r.err = serverCPU(ctx, admins)
 	}

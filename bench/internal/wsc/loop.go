@@ -204,10 +204,15 @@ func (l *loop) handle(c *Conn, events uint32) {
 		if events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
 			return
 		}
-		if err := l.connected(c); err != nil {
-			l.closeConn(c, err, false)
-			return
+		// A failed connect reports EPOLLERR; writable alone means it completed,
+		// and SO_ERROR need not be read (a syscall per dial in a storm).
+		if events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			if err := l.connected(c); err != nil {
+				l.closeConn(c, err, false)
+				return
+			}
 		}
+		c.state.Store(stHandshaking)
 		events |= unix.EPOLLOUT // send the request
 	}
 	if events&unix.EPOLLOUT != 0 {
@@ -229,8 +234,8 @@ func (l *loop) handle(c *Conn, events uint32) {
 	}
 }
 
-// connected checks the outcome of connect() and moves to stHandshaking; the
-// request is already in pending.
+// connected checks the outcome of a connect() that reported an error or hangup;
+// the request is already in pending.
 func (l *loop) connected(c *Conn) error {
 	v, err := unix.GetsockoptInt(int(c.fd), unix.SOL_SOCKET, unix.SO_ERROR)
 	if err != nil {
@@ -239,7 +244,6 @@ func (l *loop) connected(c *Conn) error {
 	if v != 0 {
 		return fmt.Errorf("wsc: connect: %w", syscall.Errno(v))
 	}
-	c.state.Store(stHandshaking)
 	return nil
 }
 
