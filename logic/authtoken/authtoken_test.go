@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -335,4 +336,28 @@ func FuzzIssuedClaims(f *testing.F) {
 	f.Add([]byte(`{"guest":true,"iss":"gochat","sub":"42","exp":1765000000,"iat":1764990000,"jti":"0a1b"}`))
 	f.Add([]byte(`{"iss":"gochat","sub":"42","exp":1,"iat":1,"jti":"x"}`))
 	f.Fuzz(func(t *testing.T, b []byte) { issuedClaimsAgrees(t, b) })
+}
+
+// TestNumericDateWholeSeconds checks numericDate's digits-only reading against the
+// float reading it stands in for, around the 15-digit limit and at the forms
+// (sign, fraction, exponent, leading zeros) it leaves to ParseFloat.
+func TestNumericDateWholeSeconds(t *testing.T) {
+	viaFloat := func(n json.Number) (time.Time, error) {
+		f, err := n.Float64()
+		if err != nil {
+			return time.Time{}, err
+		}
+		round, frac := math.Modf(f)
+		return time.Unix(int64(round), int64(frac*1e9)).Truncate(jwt.TimePrecision), nil
+	}
+	for _, n := range []json.Number{
+		"0", "7", "007", "1800000000", "999999999999999", "100000000000000",
+		"9999999999999999", "1800000000.5", "-1", "1e9", "+5", "", "12a", "1_000",
+	} {
+		got, gotErr := numericDate(n)
+		want, wantErr := viaFloat(n)
+		if (gotErr != nil) != (wantErr != nil) || !got.Equal(want) {
+			t.Errorf("numericDate(%q) = %v, %v; the float reading gives %v, %v", n, got, gotErr, want, wantErr)
+		}
+	}
 }

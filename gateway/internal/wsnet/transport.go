@@ -103,8 +103,10 @@ func (t *transporter) ListenAndServe(onData network.OnData) error {
 	t.onData = onData
 	t.mu.Unlock()
 
+	// No netpoll.WithIdleTimeout: stock turns TCP keepalive on at accept, three
+	// setsockopts per connection (4% of a connect storm's CPU). serveHTTP turns it on
+	// for the connections Hertz serves; a WebSocket has its own pings and idle timeout.
 	opts := []netpoll.Option{
-		netpoll.WithIdleTimeout(t.keepAlive), // TCP keepalive, as stock
 		netpoll.WithOnPrepare(t.prepare),
 	}
 	if t.onConnect != nil {
@@ -272,6 +274,9 @@ func (t *transporter) onRequest(ctx context.Context, c netpoll.Connection) error
 // stock netpoll adapter (ErrEOF→io.EOF, ToHertzError, HandleSpecificError). Hertz
 // loops over keep-alive requests and closes the connection when it returns.
 func (t *transporter) serveHTTP(ctx context.Context, c netpoll.Connection, sl *slot) error {
+	if sl == nil || !sl.http {
+		_ = c.SetIdleTimeout(t.keepAlive) // TCP keepalive, as stock sets it at accept
+	}
 	if sl != nil {
 		sl.http = true
 	}
