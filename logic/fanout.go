@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -68,6 +69,7 @@ type fanout struct {
 	deferFor   time.Duration
 	largeGroup int // more members than this: hand the fan-out to task
 	singles    memberCache
+	peers      peersLookup
 
 	shards []chan pushJob
 
@@ -340,9 +342,10 @@ type batchPublisher interface {
 	PublishMany(ctx context.Context, recs []pushq.Record) (errs []error)
 }
 
-// presencePeers looks up, in one call, the friends and 1:1 peers of every user whose
-// presence changed in batch (a connect storm announces thousands of users a second;
-// a query each was the push path's limit then).
+// presencePeers looks up the friends and 1:1 peers of every user whose presence
+// changed in batch, in one call shared with the other shards' lookups (a connect
+// storm announces thousands of users a second; a query each was the push path's
+// limit then).
 func (f *fanout) presencePeers(batch []pushJob) (map[int64][]int64, error) {
 	var users []int64
 	for _, j := range batch {
@@ -353,14 +356,89 @@ func (f *fanout) presencePeers(batch []pushJob) (map[int64][]int64, error) {
 	if len(users) == 0 {
 		return nil, nil
 	}
-	var peers map[int64][]int64
-	err := f.retrying(func(ctx context.Context) error {
-		resp, err := f.repo.ListPeersBatch(ctx, &repoapi.ListPeersBatchReq{UserIds: users})
-		if err == nil {
-			peers = resp.Peers
+	return f.peers.get(users, f.listPeers)
+}
+
+// listPeers is one presence lookup for users, in calls of at most 1,000 (repo's
+// limit), each retried as a publish is.
+func (f *fanout) listPeers(users []int64) (map[int64][]int64, error) {
+	peers := make(map[int64][]int64)
+	for chunk := range slices.Chunk(users, 1000) {
+		err := f.retrying(func(ctx context.Context) error {
+			resp, err := f.repo.ListPeersBatch(ctx, &repoapi.ListPeersBatchReq{UserIds: chunk})
+			if err == nil {
+				maps.Copy(peers, resp.Peers)
+			}
+			return err
+		})
+		if err != nil {
+			return nil, err
 		}
-		return err
-	})
+	}
+	return peers, nil
+}
+
+// peersLookup merges the presence lookups of the shards into as few repo calls as
+// it can, without a timer: a shard that finds a lookup running queues its users,
+// and when that lookup ends the first shard queued makes one call for everyone
+// queued by then. In a connect storm each shard's batch held ~17 users, and one
+// ListPeersBatch per batch cost ~50 µs in the store alone however few users it
+// carried, plus two Kitex hops.
+type peersLookup struct {
+	mu      sync.Mutex
+	running bool // a lookup is in flight; its caller hands over to queue[0]
+	queue   []*peersWait
+}
+
+// peersWait is one shard's lookup. done gets one value: either the answer is in
+// peers/err, or lead is set and this shard makes the next call.
+type peersWait struct {
+	users []int64
+	done  chan struct{}
+	lead  bool
+	peers map[int64][]int64
+	err   error
+}
+
+// get returns the peers of users (and of other shards' users: the caller reads only
+// its own), from a call made by this caller or by the one it waited for.
+func (p *peersLookup) get(users []int64, call func([]int64) (map[int64][]int64, error)) (map[int64][]int64, error) {
+	w := &peersWait{users: users, done: make(chan struct{}, 1)}
+	p.mu.Lock()
+	p.queue = append(p.queue, w)
+	if p.running {
+		p.mu.Unlock()
+		<-w.done
+		if !w.lead {
+			return w.peers, w.err
+		}
+		p.mu.Lock()
+	}
+	p.running = true
+	batch := p.queue
+	p.queue = nil
+	p.mu.Unlock()
+
+	var all []int64
+	for _, b := range batch {
+		all = append(all, b.users...)
+	}
+	slices.Sort(all)
+	peers, err := call(slices.Compact(all))
+	for _, b := range batch {
+		if b != w {
+			b.peers, b.err = peers, err
+			b.done <- struct{}{}
+		}
+	}
+	p.mu.Lock()
+	if len(p.queue) > 0 {
+		p.queue[0].lead = true
+		p.queue[0].done <- struct{}{}
+	} else {
+		p.running = false
+	}
+	p.mu.Unlock()
 	return peers, err
 }
 

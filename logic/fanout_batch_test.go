@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cloudwego/kitex/client/callopt"
 	"github.com/prometheus/client_golang/prometheus"
@@ -314,4 +315,81 @@ func testFanout(t *testing.T, repo Repo, bus Publisher) *fanout {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// blockingPeersRepo holds its first ListPeersBatch until release is closed.
+type blockingPeersRepo struct {
+	countingRepo
+	started, release chan struct{}
+	once             sync.Once
+}
+
+func (r *blockingPeersRepo) ListPeersBatch(ctx context.Context, req *repoapi.ListPeersBatchReq, opts ...callopt.Option) (*repoapi.ListPeersBatchResp, error) {
+	first := false
+	r.once.Do(func() { first = true })
+	if first {
+		close(r.started)
+		<-r.release
+	}
+	return r.countingRepo.ListPeersBatch(ctx, req, opts...)
+}
+
+// Shards that look up peers while a lookup is running wait for it and then share
+// one call: 8 shards cost 2 calls, not 8, and each gets its own users' peers.
+func TestPresenceLookupsOfShardsShareACall(t *testing.T) {
+	repo := &blockingPeersRepo{
+		countingRepo: countingRepo{peers: map[int64][]int64{}},
+		started:      make(chan struct{}), release: make(chan struct{}),
+	}
+	for u := int64(1); u <= 8; u++ {
+		repo.peers[u] = []int64{100 + u}
+	}
+	f := testFanout(t, repo, &capturePub{topics: map[string][]pushq.Push{}})
+	type answer struct {
+		user  int64
+		peers map[int64][]int64
+		err   error
+	}
+	answers := make(chan answer, 8)
+	lookup := func(u int64) {
+		peers, err := f.presencePeers([]pushJob{presenceJob(u, true)})
+		answers <- answer{u, peers, err}
+	}
+	go lookup(1)
+	<-repo.started
+	for u := int64(2); u <= 8; u++ {
+		go lookup(u)
+	}
+	waitUntil(t, "7 lookups queued behind the running one", func() bool {
+		f.peers.mu.Lock()
+		defer f.peers.mu.Unlock()
+		return len(f.peers.queue) == 7
+	})
+	close(repo.release)
+	for range 8 {
+		a := <-answers
+		if a.err != nil || !slices.Equal(a.peers[a.user], []int64{100 + a.user}) {
+			t.Errorf("user %d: peers %v, err %v", a.user, a.peers[a.user], a.err)
+		}
+	}
+	repo.mu.Lock()
+	defer repo.mu.Unlock()
+	if len(repo.listPeers) != 2 || !slices.Equal(repo.listPeers[0], []int64{1}) || !slices.Equal(repo.listPeers[1], []int64{2, 3, 4, 5, 6, 7, 8}) {
+		t.Fatalf("ListPeersBatch calls %v, want [1] then [2 … 8]", repo.listPeers)
+	}
+	if f.peers.running || len(f.peers.queue) != 0 {
+		t.Fatalf("after the lookups: running %v, %d queued", f.peers.running, len(f.peers.queue))
+	}
+}
+
+// waitUntil polls cond until it holds, failing the test after 10 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
