@@ -153,26 +153,27 @@ func parseHead(head []byte) upgradeHead {
 			malformed = true
 			continue
 		}
+		// Strings are made only of what is kept: most lines are skipped.
 		switch {
-		case strings.EqualFold(name, "Upgrade"):
-			if hasToken(value, "websocket") {
+		case bytes.EqualFold(name, []byte("Upgrade")):
+			if hasToken(string(value), "websocket") {
 				h.websocket = true
 			}
-		case strings.EqualFold(name, "Connection"):
-			if hasToken(value, "upgrade") {
+		case bytes.EqualFold(name, []byte("Connection")):
+			if hasToken(string(value), "upgrade") {
 				connUpgrade = true
 			}
-		case strings.EqualFold(name, "Host"):
+		case bytes.EqualFold(name, []byte("Host")):
 			hosts++
-		case strings.EqualFold(name, "Sec-WebSocket-Version"):
+		case bytes.EqualFold(name, []byte("Sec-WebSocket-Version")):
 			versions++
-			version = value
-		case strings.EqualFold(name, "Sec-WebSocket-Key"):
+			version = string(value)
+		case bytes.EqualFold(name, []byte("Sec-WebSocket-Key")):
 			keys++
-			h.key = value
-		case strings.EqualFold(name, "Origin"), strings.EqualFold(name, "Sec-WebSocket-Protocol"),
-			strings.EqualFold(name, "User-Agent"), strings.EqualFold(name, "X-Forwarded-For"):
-			h.req.Header.Add(name, value) // Add canonicalizes the name
+			h.key = string(value)
+		case bytes.EqualFold(name, []byte("Origin")), bytes.EqualFold(name, []byte("Sec-WebSocket-Protocol")),
+			bytes.EqualFold(name, []byte("User-Agent")), bytes.EqualFold(name, []byte("X-Forwarded-For")):
+			h.req.Header.Add(string(name), string(value)) // Add canonicalizes the name
 		}
 	}
 	if !h.websocket {
@@ -212,23 +213,23 @@ func parseHead(head []byte) upgradeHead {
 
 // headerLine splits "Name: value", trimming optional whitespace. It rejects obsolete
 // line folding, names that are not tokens and values with control characters.
-func headerLine(line []byte) (name, value string, ok bool) {
+func headerLine(line []byte) (name, value []byte, ok bool) {
 	colon := bytes.IndexByte(line, ':')
 	if colon <= 0 {
-		return "", "", false
+		return nil, nil, false
 	}
 	for _, c := range line[:colon] {
 		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
-			return "", "", false
+			return nil, nil, false
 		}
 	}
 	v := bytes.Trim(line[colon+1:], " \t")
 	for _, c := range v {
 		if (c < ' ' && c != '\t') || c == 0x7f {
-			return "", "", false
+			return nil, nil, false
 		}
 	}
-	return string(line[:colon]), string(v), true
+	return line[:colon], v, true
 }
 
 // hasToken reports whether the comma-separated header value lists token
