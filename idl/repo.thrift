@@ -77,6 +77,9 @@ struct AppendResp {
 // stored is a duplicate, as with single Appends. At most 1000 messages.
 struct AppendBatchReq {
     1: list<Message> messages
+    // Users whose routes the answer should carry, read once the batch is stored (the
+    // recipients the caller already knows): the push then needs no GetRoutes.
+    2: list<i64> route_users
 }
 // One message's answer: resp, or the code and message the single Append fails with
 // (NOT_FOUND for a missing conversation, BAD_REQUEST for an invalid message). OK
@@ -88,6 +91,9 @@ struct AppendOutcome {
 }
 struct AppendBatchResp {
     1: list<AppendOutcome> results // results[i] answers messages[i]
+    // route_users' gateways as GetRoutes answers them, read after the commit; unset
+    // when route_users was empty or the read failed (the caller asks GetRoutes).
+    2: optional map<i64, list<string>> routes
 }
 
 // Messages of one conversation with from_seq <= seq <= to_seq, ascending by seq.

@@ -235,15 +235,20 @@ func (l *Logic) prepareSend(ctx context.Context, req *logicapi.SendReq) (*repoap
 // finishSend follows a stored message (start: when the send began): it queues the
 // fan-out and returns the ack.
 func (l *Logic) finishSend(start time.Time, req *logicapi.SendReq, resp *repoapi.AppendResp) *logicapi.SendResp {
+	l.fanout.enqueue(l.finishJob(start, req, resp))
+	return &logicapi.SendResp{Message: resp.Message, Duplicate: resp.Duplicate}
+}
+
+// finishJob records a stored send's time and returns its push, for the caller to
+// queue. A duplicate is pushed again too: the first attempt may have been stored by
+// a logic that died before publishing. Gateways drop a delivery they already made
+// (same message, same recipient), so a resend still reaches each user once; its
+// push leaves out the sender, whose sockets the first push serves (pushJob.dup).
+func (l *Logic) finishJob(start time.Time, req *logicapi.SendReq, resp *repoapi.AppendResp) pushJob {
 	l.sendSeconds.Observe(sinceSeconds(start))
-	// A duplicate is pushed again too: the first attempt may have been stored by a
-	// logic that died before publishing. Gateways drop a delivery they already made
-	// (same message, same recipient), so a resend still reaches each user once; its
-	// push leaves out the sender, whose sockets the first push serves (pushJob.dup).
 	j := messageJob(resp.Message, req.OriginConn)
 	j.dup = resp.Duplicate
-	l.fanout.enqueue(j)
-	return &logicapi.SendResp{Message: resp.Message, Duplicate: resp.Duplicate}
+	return j
 }
 
 // prepareWorkers bounds how many of a SendBatch's items are checked at once (a check
@@ -299,7 +304,10 @@ func (l *Logic) SendBatch(ctx context.Context, req *logicapi.SendBatchReq) (*log
 	if len(batch) == 0 {
 		return &logicapi.SendBatchResp{Results: results}, nil
 	}
-	resp, err := l.repo.AppendBatch(ctx, &repoapi.AppendBatchReq{Messages: batch})
+	// The members of 1:1 conversations are known from the fan-out's cache: repo
+	// answers with their routes, and those pushes skip the fan-out's GetRoutes.
+	known, routeUsers := l.fanout.knownRecipients(batch)
+	resp, err := l.repo.AppendBatch(ctx, &repoapi.AppendBatchReq{Messages: batch, RouteUsers: routeUsers})
 	if err != nil {
 		return nil, l.passthrough("append batch", err)
 	}
@@ -330,8 +338,20 @@ func (l *Logic) SendBatch(ctx context.Context, req *logicapi.SendBatchReq) (*log
 		ra, rb := appended[a], appended[b]
 		return cmp.Or(cmp.Compare(ra.Message.Seq, rb.Message.Seq), compareBool(ra.Duplicate, rb.Duplicate))
 	})
+	var recipients [][]int64 // by item: members whose routes came with the answer
+	if resp.Routes != nil {
+		recipients = make([][]int64, len(req.Items))
+		for k, i := range accepted {
+			recipients[i] = known[k]
+		}
+	}
 	for _, i := range stored {
-		results[i] = &logicapi.SendOutcome{Resp: l.finishSend(start, req.Items[i], appended[i])}
+		j := l.finishJob(start, req.Items[i], appended[i])
+		if recipients != nil && recipients[i] != nil {
+			j.recipients, j.routes = recipients[i], resp.Routes
+		}
+		l.fanout.enqueue(j)
+		results[i] = &logicapi.SendOutcome{Resp: &logicapi.SendResp{Message: appended[i].Message, Duplicate: appended[i].Duplicate}}
 	}
 	return &logicapi.SendBatchResp{Results: results}, nil
 }

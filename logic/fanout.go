@@ -38,6 +38,11 @@ type pushJob struct {
 	// resend's push does not count the sender as served.
 	dup      bool
 	presence *pushq.Presence // presence jobs
+	// recipients and routes, when set, came with the append (knownRecipients):
+	// the message's members and their gateways, read after the commit. The batch
+	// then looks up routes only for the jobs without them.
+	recipients []int64
+	routes     map[int64][]string
 }
 
 func messageJob(m *repoapi.Message, origin string) pushJob {
@@ -261,6 +266,10 @@ func (f *fanout) doBatch(batch []pushJob) {
 		if j.msg != nil && j.msg.ConversationId == WorldID {
 			continue
 		}
+		if j.routes != nil {
+			recipients[i] = j.recipients
+			continue
+		}
 		var large bool
 		var err error
 		if j.msg == nil {
@@ -298,6 +307,8 @@ func (f *fanout) doBatch(batch []pushJob) {
 		case j.msg != nil && j.msg.ConversationId == WorldID:
 			out = f.record(out, pushq.TopicBroadcast, pushq.Push{Message: pushMessage(j.msg), OriginConn: j.origin})
 		case skip[i]:
+		case j.routes != nil:
+			out = f.routed(out, j, recipients[i], j.routes)
 		case routesErr != nil:
 			f.drop(j, "routes unavailable", routesErr)
 		default:
@@ -460,7 +471,7 @@ func (f *fanout) routes(ctx context.Context, users []int64) (map[int64][]string,
 	slices.Sort(users)
 	users = slices.Compact(users)
 	out := make(map[int64][]string, len(users))
-	for chunk := range slices.Chunk(users, 1000) {
+	for chunk := range slices.Chunk(users, maxRouteUsers) {
 		resp, err := f.repo.GetRoutes(ctx, &repoapi.GetRoutesReq{UserIds: chunk})
 		if err != nil {
 			return nil, err
@@ -531,6 +542,43 @@ func (f *fanout) members(ctx context.Context, convID string) (ids []int64, large
 	}
 	return ids, false, nil
 }
+
+// knownRecipients returns, for each message of an append batch, its members when
+// the 1:1 cache knows them (nil otherwise), and those members once each: at most
+// 1,000, what GetRoutes takes, so a batch's later messages may go without.
+func (f *fanout) knownRecipients(batch []*repoapi.Message) (known [][]int64, users []int64) {
+	known = make([][]int64, len(batch))
+	seen := make(map[int64]struct{})
+	for k, m := range batch {
+		if !strings.HasPrefix(m.ConversationId, singlePrefix) {
+			continue
+		}
+		ids, ok := f.singles.get(m.ConversationId)
+		if !ok {
+			continue
+		}
+		fresh := 0
+		for _, id := range ids {
+			if _, ok := seen[id]; !ok {
+				fresh++
+			}
+		}
+		if len(seen)+fresh > maxRouteUsers {
+			break
+		}
+		for _, id := range ids {
+			if _, ok := seen[id]; !ok {
+				seen[id] = struct{}{}
+				users = append(users, id)
+			}
+		}
+		known[k] = ids
+	}
+	return known, users
+}
+
+// maxRouteUsers is how many users one GetRoutes (or AppendBatch's route_users) takes.
+const maxRouteUsers = 1000
 
 // singlePrefix starts every 1:1 conversation id (SingleID).
 const singlePrefix = "single_"

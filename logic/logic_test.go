@@ -145,6 +145,12 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvWith(t, func(r logic.Repo) logic.Repo { return r })
+}
+
+// newEnvWith is newEnv with logic's repo client wrapped by wrap.
+func newEnvWith(t *testing.T, wrap func(logic.Repo) logic.Repo) *env {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ids, _ := snowflake.NewNode(1)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -157,7 +163,7 @@ func newEnv(t *testing.T) *env {
 	cfg := logic.Default()
 	cfg.BcryptCost = 4
 	l, err := logic.New(cfg, logic.Deps{
-		Log: log, Metrics: prometheus.NewRegistry(), Repo: direct{repo.New(st, kv.NewMemory(), log)},
+		Log: log, Metrics: prometheus.NewRegistry(), Repo: wrap(direct{repo.New(st, kv.NewMemory(), log)}),
 		Task: &fakeTask{}, Bus: bus, Tokens: signer,
 	})
 	if err != nil {
@@ -873,5 +879,108 @@ func TestSendBatchRepoFailure(t *testing.T) {
 		if codeOf(err) != base.ErrCode_UNAVAILABLE {
 			t.Errorf("SendBatch with a failing repo (short=%v) err = %v, want UNAVAILABLE", short, err)
 		}
+	}
+}
+
+// routesProbe records the route users of each AppendBatch and counts the GetRoutes
+// that ask for watch (a presence push asks for other users'); dropRoutes makes
+// AppendBatch answer without routes, as when repo's read fails.
+type routesProbe struct {
+	logic.Repo
+	mu         sync.Mutex
+	watch      int64
+	routeUsers [][]int64
+	getRoutes  int
+	dropRoutes bool
+}
+
+func (p *routesProbe) AppendBatch(ctx context.Context, r *repoapi.AppendBatchReq, o ...callopt.Option) (*repoapi.AppendBatchResp, error) {
+	resp, err := p.Repo.AppendBatch(ctx, r, o...)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.routeUsers = append(p.routeUsers, slices.Clone(r.RouteUsers))
+	if err == nil && p.dropRoutes {
+		resp.Routes = nil
+	}
+	return resp, err
+}
+
+func (p *routesProbe) GetRoutes(ctx context.Context, r *repoapi.GetRoutesReq, o ...callopt.Option) (*repoapi.GetRoutesResp, error) {
+	p.mu.Lock()
+	if slices.Contains(r.UserIds, p.watch) {
+		p.getRoutes++
+	}
+	p.mu.Unlock()
+	return p.Repo.GetRoutes(ctx, r, o...)
+}
+
+// TestSendBatchRoutesComeWithTheAppend: once a 1:1 conversation's members are
+// cached, SendBatch asks AppendBatch for their routes and the push goes out without
+// a GetRoutes; without routes in the answer the fan-out looks them up as before.
+func TestSendBatchRoutesComeWithTheAppend(t *testing.T) {
+	probe := &routesProbe{}
+	e := newEnvWith(t, func(r logic.Repo) logic.Repo { probe.Repo = r; return probe })
+	ctx := context.Background()
+	alice, _ := e.register(t, "alice")
+	bob, _ := e.register(t, "bob")
+	view, err := e.l.AddFriend(ctx, &logicapi.AddFriendReq{UserId: alice.Id, FriendId: bob.Id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	single := view.Conversation.Id
+	probe.mu.Lock()
+	probe.watch = bob.Id
+	probe.mu.Unlock()
+	gwB := make(chan pushq.Push, 10)
+	sub, err := e.bus.Subscribe(ctx, pushq.GatewayTopic("gw-b"), func(v []byte) {
+		if p, err := pushq.DecodePush(v); err == nil && p.Kind == pushq.KindMessage {
+			gwB <- p
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Close() })
+	if _, err := e.l.Connect(ctx, &logicapi.ConnectReq{UserId: bob.Id, GatewayId: "gw-b"}); err != nil {
+		t.Fatal(err)
+	}
+	send := func(content string) {
+		t.Helper()
+		resp, err := e.l.SendBatch(ctx, &logicapi.SendBatchReq{Items: []*logicapi.SendReq{
+			{UserId: alice.Id, ConversationId: single, Content: content, Type: 1, OriginConn: "gw-a/1"},
+		}})
+		if err != nil || resp.Results[0].Resp == nil {
+			t.Fatalf("SendBatch(%q) = %+v, %v", content, resp, err)
+		}
+		select {
+		case p := <-gwB:
+			if p.Message.Content != content || !slices.Equal(p.Recipients, []int64{bob.Id}) {
+				t.Fatalf("push for %q = %+v, want it to bob", content, p)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no push for %q reached gw-b", content)
+		}
+	}
+	state := func() ([]int64, int) {
+		probe.mu.Lock()
+		defer probe.mu.Unlock()
+		return probe.routeUsers[len(probe.routeUsers)-1], probe.getRoutes
+	}
+
+	send("first") // members not cached yet: the fan-out looks them and their routes up
+	if users, gets := state(); len(users) != 0 || gets != 1 {
+		t.Fatalf("first send: route users %v, %d GetRoutes; want none and 1", users, gets)
+	}
+	send("second") // cached now: the append answers with the routes
+	users, gets := state()
+	if !slices.Equal(slices.Sorted(slices.Values(users)), slices.Sorted(slices.Values([]int64{alice.Id, bob.Id}))) || gets != 1 {
+		t.Fatalf("second send: route users %v, %d GetRoutes; want alice and bob, still 1", users, gets)
+	}
+	probe.mu.Lock()
+	probe.dropRoutes = true
+	probe.mu.Unlock()
+	send("third") // no routes in the answer: looked up as before
+	if _, gets := state(); gets != 2 {
+		t.Fatalf("third send: %d GetRoutes, want 2", gets)
 	}
 }

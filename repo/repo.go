@@ -195,7 +195,20 @@ func (h *Handler) AppendBatch(ctx context.Context, req *repoapi.AppendBatchReq) 
 		}
 		results[idx[k]] = &repoapi.AppendOutcome{Resp: &repoapi.AppendResp{Message: messageToWire(r.Msg), Duplicate: r.Duplicate}}
 	}
-	return &repoapi.AppendBatchResp{Results: results}, nil
+	resp := &repoapi.AppendBatchResp{Results: results}
+	// After the commit, as the push's own GetRoutes would read them: a recipient
+	// whose route appears later syncs on connect and finds the message stored.
+	if n := len(req.RouteUsers); n > 0 && n <= maxListIDs {
+		routes, err := h.kv.Routes(ctx, req.RouteUsers)
+		if err == nil {
+			resp.Routes = routes
+		} else {
+			// The caller looks the routes up itself and reports a failure there (the
+			// fan-out's drop log); the appends stand.
+			h.log.Debug("append batch: routes for the answer unavailable", "users", n, "err", err)
+		}
+	}
+	return resp, nil
 }
 
 // messageFromWire is what Append stores of a wire message.

@@ -501,8 +501,26 @@ func TestAppendBatch(t *testing.T) {
 		t.Errorf("world after the batch = %+v, %v; want 4 messages", stored, err)
 	}
 
-	if empty, err := h.AppendBatch(ctx, &repoapi.AppendBatchReq{}); err != nil || len(empty.Results) != 0 {
+	if empty, err := h.AppendBatch(ctx, &repoapi.AppendBatchReq{}); err != nil || len(empty.Results) != 0 || empty.Routes != nil {
 		t.Errorf("empty AppendBatch = %+v, %v", empty, err)
+	}
+	if resp.Routes != nil {
+		t.Errorf("AppendBatch without route users answered routes %v", resp.Routes)
+	}
+
+	// With route users, the answer carries their routes as GetRoutes has them.
+	if _, err := h.Connect(ctx, &repoapi.ConnectReq{UserId: bob, GatewayId: "gw-b"}); err != nil {
+		t.Fatal(err)
+	}
+	routed, err := h.AppendBatch(ctx, &repoapi.AppendBatchReq{
+		Messages:   []*repoapi.Message{msg("single_ab", alice, "routed", "a9")},
+		RouteUsers: []int64{alice, bob},
+	})
+	if err != nil || len(routed.Results) != 1 || routed.Results[0].Resp == nil {
+		t.Fatalf("AppendBatch with route users = %+v, %v", routed, err)
+	}
+	if len(routed.Routes) != 1 || !slices.Equal(routed.Routes[bob], []string{"gw-b"}) {
+		t.Errorf("routes in the answer = %v, want only bob on gw-b (alice has no socket)", routed.Routes)
 	}
 	runErrCases(t, []errCase{
 		{"append batch too many", func(ctx context.Context) error {

@@ -589,7 +589,8 @@ var fieldIDToName_AppendResp = map[int16]string{
 }
 
 type AppendBatchReq struct {
-	Messages []*Message `thrift:"messages,1" frugal:"1,default,list<Message>" json:"messages"`
+	Messages   []*Message `thrift:"messages,1" frugal:"1,default,list<Message>" json:"messages"`
+	RouteUsers []int64    `thrift:"route_users,2" frugal:"2,default,list<i64>" json:"route_users"`
 }
 
 func NewAppendBatchReq() *AppendBatchReq {
@@ -602,8 +603,15 @@ func (p *AppendBatchReq) InitDefault() {
 func (p *AppendBatchReq) GetMessages() (v []*Message) {
 	return p.Messages
 }
+
+func (p *AppendBatchReq) GetRouteUsers() (v []int64) {
+	return p.RouteUsers
+}
 func (p *AppendBatchReq) SetMessages(val []*Message) {
 	p.Messages = val
+}
+func (p *AppendBatchReq) SetRouteUsers(val []int64) {
+	p.RouteUsers = val
 }
 
 func (p *AppendBatchReq) String() string {
@@ -615,6 +623,7 @@ func (p *AppendBatchReq) String() string {
 
 var fieldIDToName_AppendBatchReq = map[int16]string{
 	1: "messages",
+	2: "route_users",
 }
 
 type AppendOutcome struct {
@@ -674,7 +683,8 @@ var fieldIDToName_AppendOutcome = map[int16]string{
 }
 
 type AppendBatchResp struct {
-	Results []*AppendOutcome `thrift:"results,1" frugal:"1,default,list<AppendOutcome>" json:"results"`
+	Results []*AppendOutcome   `thrift:"results,1" frugal:"1,default,list<AppendOutcome>" json:"results"`
+	Routes  map[int64][]string `thrift:"routes,2,optional" frugal:"2,optional,map<i64:list<string>>" json:"routes,omitempty"`
 }
 
 func NewAppendBatchResp() *AppendBatchResp {
@@ -687,8 +697,24 @@ func (p *AppendBatchResp) InitDefault() {
 func (p *AppendBatchResp) GetResults() (v []*AppendOutcome) {
 	return p.Results
 }
+
+var AppendBatchResp_Routes_DEFAULT map[int64][]string
+
+func (p *AppendBatchResp) GetRoutes() (v map[int64][]string) {
+	if !p.IsSetRoutes() {
+		return AppendBatchResp_Routes_DEFAULT
+	}
+	return p.Routes
+}
 func (p *AppendBatchResp) SetResults(val []*AppendOutcome) {
 	p.Results = val
+}
+func (p *AppendBatchResp) SetRoutes(val map[int64][]string) {
+	p.Routes = val
+}
+
+func (p *AppendBatchResp) IsSetRoutes() bool {
+	return p.Routes != nil
 }
 
 func (p *AppendBatchResp) String() string {
@@ -700,6 +726,7 @@ func (p *AppendBatchResp) String() string {
 
 var fieldIDToName_AppendBatchResp = map[int16]string{
 	1: "results",
+	2: "routes",
 }
 
 type ListMessagesReq struct {
