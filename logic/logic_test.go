@@ -148,6 +148,30 @@ func newEnv(t *testing.T) *env {
 	return newEnvWith(t, func(r logic.Repo) logic.Repo { return r })
 }
 
+// gatewayPushes subscribes to gateway gw's topic and passes on the pushes keep
+// accepts (nil: all), in a channel of size; an undecodable push fails the test.
+func (e *env) gatewayPushes(t *testing.T, gw string, size int, keep func(pushq.Push) bool) <-chan pushq.Push {
+	t.Helper()
+	ch := make(chan pushq.Push, size)
+	sub, err := e.bus.Subscribe(context.Background(), pushq.GatewayTopic(gw), func(v []byte) {
+		p, err := pushq.DecodePush(v)
+		if err != nil {
+			t.Errorf("undecodable push: %v", err)
+			return
+		}
+		if keep == nil || keep(p) {
+			ch <- p
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Close() })
+	return ch
+}
+
+func messagesOnly(p pushq.Push) bool { return p.Kind == pushq.KindMessage }
+
 // newEnvWith is newEnv with logic's repo client wrapped by wrap.
 func newEnvWith(t *testing.T, wrap func(logic.Repo) logic.Repo) *env {
 	t.Helper()
@@ -528,19 +552,7 @@ func TestConnectBatch(t *testing.T) {
 	if _, err := e.l.AddFriend(ctx, &logicapi.AddFriendReq{UserId: alice.Id, FriendId: bob.Id}); err != nil {
 		t.Fatal(err)
 	}
-	presence := make(chan pushq.Push, 10)
-	sub, err := e.bus.Subscribe(ctx, pushq.GatewayTopic("gw-b"), func(v []byte) {
-		p, err := pushq.DecodePush(v)
-		if err != nil {
-			t.Errorf("undecodable push: %v", err)
-			return
-		}
-		presence <- p
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Close() })
+	presence := e.gatewayPushes(t, "gw-b", 10, nil)
 	if _, err := e.l.Connect(ctx, &logicapi.ConnectReq{UserId: bob.Id, GatewayId: "gw-b"}); err != nil {
 		t.Fatal(err)
 	}
@@ -593,19 +605,7 @@ func TestDisconnectBatch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	presence := make(chan pushq.Push, 20)
-	sub, err := e.bus.Subscribe(ctx, pushq.GatewayTopic("gw-b"), func(v []byte) {
-		p, err := pushq.DecodePush(v)
-		if err != nil {
-			t.Errorf("undecodable push: %v", err)
-			return
-		}
-		presence <- p
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Close() })
+	presence := e.gatewayPushes(t, "gw-b", 20, nil)
 	if _, err := e.l.Connect(ctx, &logicapi.ConnectReq{UserId: bob.Id, GatewayId: "gw-b"}); err != nil {
 		t.Fatal(err)
 	}
@@ -711,21 +711,7 @@ func TestSendBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	single := view.Conversation.Id
-	gwB := make(chan pushq.Push, 100)
-	sub, err := e.bus.Subscribe(ctx, pushq.GatewayTopic("gw-b"), func(v []byte) {
-		p, err := pushq.DecodePush(v)
-		if err != nil {
-			t.Errorf("undecodable push: %v", err)
-			return
-		}
-		if p.Kind == pushq.KindMessage {
-			gwB <- p
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Close() })
+	gwB := e.gatewayPushes(t, "gw-b", 100, messagesOnly)
 	if _, err := e.l.Connect(ctx, &logicapi.ConnectReq{UserId: bob.Id, GatewayId: "gw-b"}); err != nil {
 		t.Fatal(err)
 	}
@@ -931,16 +917,7 @@ func TestSendBatchRoutesComeWithTheAppend(t *testing.T) {
 	probe.mu.Lock()
 	probe.watch = bob.Id
 	probe.mu.Unlock()
-	gwB := make(chan pushq.Push, 10)
-	sub, err := e.bus.Subscribe(ctx, pushq.GatewayTopic("gw-b"), func(v []byte) {
-		if p, err := pushq.DecodePush(v); err == nil && p.Kind == pushq.KindMessage {
-			gwB <- p
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Close() })
+	gwB := e.gatewayPushes(t, "gw-b", 10, messagesOnly)
 	if _, err := e.l.Connect(ctx, &logicapi.ConnectReq{UserId: bob.Id, GatewayId: "gw-b"}); err != nil {
 		t.Fatal(err)
 	}
