@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloudwego/kitex/pkg/kerrors"
@@ -68,7 +69,18 @@ type Handler struct {
 	store Store
 	kv    KV
 	log   *slog.Logger
+	// routesOffUntil (UnixNano) pauses AppendBatch's route reads after one failed:
+	// an ack must not wait on a volatile store that is down.
+	routesOffUntil atomic.Int64
 }
+
+// Route reads for an append's answer are bounded by routesInAnswerTimeout and,
+// after a failure, skipped for routesInAnswerPause: the caller looks routes up off
+// the ack's path instead, so an unhealthy Redis slows pushes, not acks.
+const (
+	routesInAnswerTimeout = 50 * time.Millisecond
+	routesInAnswerPause   = time.Second
+)
 
 var _ repoapi.RepoService = (*Handler)(nil)
 
@@ -198,13 +210,16 @@ func (h *Handler) AppendBatch(ctx context.Context, req *repoapi.AppendBatchReq) 
 	resp := &repoapi.AppendBatchResp{Results: results}
 	// After the commit, as the push's own GetRoutes would read them: a recipient
 	// whose route appears later syncs on connect and finds the message stored.
-	if n := len(req.RouteUsers); n > 0 && n <= maxListIDs {
-		routes, err := h.kv.Routes(ctx, req.RouteUsers)
+	if n := len(req.RouteUsers); n > 0 && n <= maxListIDs && time.Now().UnixNano() >= h.routesOffUntil.Load() {
+		rctx, cancel := context.WithTimeout(ctx, routesInAnswerTimeout)
+		routes, err := h.kv.Routes(rctx, req.RouteUsers)
+		cancel()
 		if err == nil {
 			resp.Routes = routes
 		} else {
 			// The caller looks the routes up itself and reports a failure there (the
 			// fan-out's drop log); the appends stand.
+			h.routesOffUntil.Store(time.Now().Add(routesInAnswerPause).UnixNano())
 			h.log.Debug("append batch: routes for the answer unavailable", "users", n, "err", err)
 		}
 	}

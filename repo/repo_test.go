@@ -3,10 +3,12 @@ package repo_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,6 +29,12 @@ import (
 
 func newHandler(t *testing.T) (*repo.Handler, *store.Store) {
 	t.Helper()
+	return newHandlerWith(t, kv.NewMemory())
+}
+
+// newHandlerWith is newHandler over the volatile state vs.
+func newHandlerWith(t *testing.T, vs repo.KV) (*repo.Handler, *store.Store) {
+	t.Helper()
 	node, err := snowflake.NewNode(1)
 	if err != nil {
 		t.Fatal(err)
@@ -40,7 +48,7 @@ func newHandler(t *testing.T) (*repo.Handler, *store.Store) {
 			t.Errorf("close store: %v", err)
 		}
 	})
-	return repo.New(st, kv.NewMemory(), slog.New(slog.DiscardHandler)), st
+	return repo.New(st, vs, slog.New(slog.DiscardHandler)), st
 }
 
 func createUser(t *testing.T, h *repo.Handler, name string) int64 {
@@ -527,4 +535,45 @@ func TestAppendBatch(t *testing.T) {
 			return errOf(h.AppendBatch(ctx, &repoapi.AppendBatchReq{Messages: make([]*repoapi.Message, 1001)}))
 		}, base.ErrCode_BAD_REQUEST},
 	})
+}
+
+// stuckRoutes is volatile state whose route reads hang until their context ends, as
+// against a Redis that stopped answering.
+type stuckRoutes struct {
+	*kv.Memory
+	reads atomic.Int32
+}
+
+func (s *stuckRoutes) Routes(ctx context.Context, _ []int64) (map[int64][]string, error) {
+	s.reads.Add(1)
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestAppendBatchRoutesDoNotHoldTheAck: an append whose route read hangs is answered
+// within the read's bound, stored and without routes, and the next appends skip the
+// read for a while instead of waiting again.
+func TestAppendBatchRoutesDoNotHoldTheAck(t *testing.T) {
+	vs := &stuckRoutes{Memory: kv.NewMemory()}
+	h, _ := newHandlerWith(t, vs)
+	alice := createUser(t, h, "alice")
+	// Without the read's own bound an append would wait for this deadline.
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for i := range 3 {
+		start := time.Now()
+		resp, err := h.AppendBatch(ctx, &repoapi.AppendBatchReq{
+			Messages:   []*repoapi.Message{{ConversationId: "world", SenderId: alice, SenderName: "alice", Type: 1, Content: "hi", ClientMsgId: fmt.Sprint("c", i)}},
+			RouteUsers: []int64{alice},
+		})
+		if err != nil || len(resp.Results) != 1 || resp.Results[0].Resp == nil || resp.Routes != nil {
+			t.Fatalf("append %d = %+v, %v; want it stored, without routes", i, resp, err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("append %d answered after %v", i, d)
+		}
+	}
+	if n := vs.reads.Load(); n != 1 {
+		t.Fatalf("%d route reads for 3 appends in a row, want 1 (then paused)", n)
+	}
 }
