@@ -374,7 +374,7 @@ func (f *fanout) presencePeers(batch []pushJob) (map[int64][]int64, error) {
 // limit), each retried as a publish is.
 func (f *fanout) listPeers(users []int64) (map[int64][]int64, error) {
 	peers := make(map[int64][]int64)
-	for chunk := range slices.Chunk(users, 1000) {
+	for chunk := range slices.Chunk(users, maxRepoIDs) {
 		err := f.retrying(func(ctx context.Context) error {
 			resp, err := f.repo.ListPeersBatch(ctx, &repoapi.ListPeersBatchReq{UserIds: chunk})
 			if err == nil {
@@ -471,7 +471,7 @@ func (f *fanout) routes(ctx context.Context, users []int64) (map[int64][]string,
 	slices.Sort(users)
 	users = slices.Compact(users)
 	out := make(map[int64][]string, len(users))
-	for chunk := range slices.Chunk(users, maxRouteUsers) {
+	for chunk := range slices.Chunk(users, maxRepoIDs) {
 		resp, err := f.repo.GetRoutes(ctx, &repoapi.GetRoutesReq{UserIds: chunk})
 		if err != nil {
 			return nil, err
@@ -563,7 +563,7 @@ func (f *fanout) knownRecipients(batch []*repoapi.Message) (known [][]int64, use
 				fresh++
 			}
 		}
-		if len(seen)+fresh > maxRouteUsers {
+		if len(seen)+fresh > maxRepoIDs {
 			break
 		}
 		for _, id := range ids {
@@ -577,8 +577,9 @@ func (f *fanout) knownRecipients(batch []*repoapi.Message) (known [][]int64, use
 	return known, users
 }
 
-// maxRouteUsers is how many users one GetRoutes (or AppendBatch's route_users) takes.
-const maxRouteUsers = 1000
+// maxRepoIDs is how many ids repo takes in one call: users of a GetRoutes or a
+// ListPeersBatch, AppendBatch's route_users.
+const maxRepoIDs = 1000
 
 // singlePrefix starts every 1:1 conversation id (SingleID).
 const singlePrefix = "single_"
