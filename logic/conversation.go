@@ -195,20 +195,8 @@ func (l *Logic) Send(ctx context.Context, req *logicapi.SendReq) (*logicapi.Send
 // prepareSend is Send's check: the message's own rules, the sender's membership and
 // name. It returns the message to append, or the error Send fails with.
 func (l *Logic) prepareSend(ctx context.Context, req *logicapi.SendReq) (*repoapi.Message, error) {
-	if req.Type < typeText || req.Type > typeFile {
-		return nil, bizErr(base.ErrCode_INVALID_MESSAGE_TYPE, "type must be text, image or file")
-	}
-	if strings.TrimSpace(req.Content) == "" {
-		return nil, bizErr(base.ErrCode_CONTENT_EMPTY, "message content is empty")
-	}
-	if len(req.Content) > l.cfg.MaxContent {
-		return nil, bizErr(base.ErrCode_CONTENT_TOO_LONG, "message content is too long")
-	}
-	if len(req.ClientMsgId) > maxClientMsgID {
-		return nil, bizErr(base.ErrCode_INVALID_CLIENT_MSG_ID, "client message id is longer than 64 bytes")
-	}
-	if !validConversationID(req.ConversationId) {
-		return nil, bizErr(base.ErrCode_INVALID_CONVERSATION, "invalid conversation id")
+	if err := l.checkMessage(req); err != nil {
+		return nil, err
 	}
 	if req.ConversationId != WorldID {
 		// Membership implies the conversation exists. Only a refused sender pays for
@@ -226,10 +214,50 @@ func (l *Logic) prepareSend(ctx context.Context, req *logicapi.SendReq) (*repoap
 	if err != nil {
 		return nil, err
 	}
+	return toAppend(req, name), nil
+}
+
+// prepareCached is prepareSend without calling repo: decided is false when the
+// membership or the name is not cached, and prepareSend must run.
+func (l *Logic) prepareCached(req *logicapi.SendReq) (m *repoapi.Message, decided bool, err error) {
+	if err := l.checkMessage(req); err != nil {
+		return nil, true, err
+	}
+	if req.ConversationId != WorldID {
+		if ids, ok := l.fanout.singles.get(req.ConversationId); !ok || !slices.Contains(ids, req.UserId) {
+			return nil, false, nil
+		}
+	}
+	name, ok := l.names.get(req.UserId)
+	if !ok {
+		return nil, false, nil
+	}
+	return toAppend(req, name), true, nil
+}
+
+// checkMessage is Send's check of the message's own rules.
+func (l *Logic) checkMessage(req *logicapi.SendReq) error {
+	switch {
+	case req.Type < typeText || req.Type > typeFile:
+		return bizErr(base.ErrCode_INVALID_MESSAGE_TYPE, "type must be text, image or file")
+	case strings.TrimSpace(req.Content) == "":
+		return bizErr(base.ErrCode_CONTENT_EMPTY, "message content is empty")
+	case len(req.Content) > l.cfg.MaxContent:
+		return bizErr(base.ErrCode_CONTENT_TOO_LONG, "message content is too long")
+	case len(req.ClientMsgId) > maxClientMsgID:
+		return bizErr(base.ErrCode_INVALID_CLIENT_MSG_ID, "client message id is longer than 64 bytes")
+	case !validConversationID(req.ConversationId):
+		return bizErr(base.ErrCode_INVALID_CONVERSATION, "invalid conversation id")
+	}
+	return nil
+}
+
+// toAppend is the message to append for a checked send.
+func toAppend(req *logicapi.SendReq, name string) *repoapi.Message {
 	return &repoapi.Message{
 		ConversationId: req.ConversationId, SenderId: req.UserId, SenderName: name,
 		Type: req.Type, Content: req.Content, ClientMsgId: req.ClientMsgId,
-	}, nil
+	}
 }
 
 // finishSend follows a stored message (start: when the send began): it queues the
@@ -266,17 +294,33 @@ func (l *Logic) SendBatch(ctx context.Context, req *logicapi.SendBatchReq) (*log
 	}
 	results := make([]*logicapi.SendOutcome, len(req.Items))
 	msgs := make([]*repoapi.Message, len(req.Items))
+	// Items whose sender's membership and name are cached are checked here; only
+	// the rest, which call repo, go to parallel workers (a goroutine per worker per
+	// batch was most of a batch's check, and each waited its turn to run).
+	var uncached []int
+	for i, item := range req.Items {
+		if item == nil {
+			results[i] = &logicapi.SendOutcome{ErrorCode: base.ErrCode_BAD_REQUEST, Message: "message required"}
+			continue
+		}
+		m, decided, err := l.prepareCached(item)
+		switch {
+		case !decided:
+			uncached = append(uncached, i)
+		case err != nil:
+			results[i] = l.sendFailure("prepare send", err)
+		default:
+			msgs[i] = m
+		}
+	}
 	var next atomic.Int64
 	prepare := func() {
 		for {
-			i := int(next.Add(1) - 1)
-			if i >= len(req.Items) {
+			k := int(next.Add(1) - 1)
+			if k >= len(uncached) {
 				return
 			}
-			if req.Items[i] == nil {
-				results[i] = &logicapi.SendOutcome{ErrorCode: base.ErrCode_BAD_REQUEST, Message: "message required"}
-				continue
-			}
+			i := uncached[k]
 			m, err := l.prepareSend(ctx, req.Items[i])
 			if err != nil {
 				results[i] = l.sendFailure("prepare send", err)
@@ -285,9 +329,9 @@ func (l *Logic) SendBatch(ctx context.Context, req *logicapi.SendBatchReq) (*log
 			msgs[i] = m
 		}
 	}
-	// This goroutine is one of the workers: a batch of one needs no other.
+	// This goroutine is one of the workers: one uncached item needs no other.
 	var wg sync.WaitGroup
-	for range min(prepareWorkers, len(req.Items)) - 1 {
+	for range min(prepareWorkers, len(uncached)) - 1 {
 		wg.Go(prepare)
 	}
 	prepare()
