@@ -185,6 +185,9 @@ func (l *Logic) Send(ctx context.Context, req *logicapi.SendReq) (*logicapi.Send
 	if err != nil {
 		return nil, err
 	}
+	convs := []string{m.ConversationId}
+	l.fanout.appends.begin(convs)
+	defer l.fanout.appends.end(convs)
 	resp, err := l.repo.Append(ctx, &repoapi.AppendReq{Message: m})
 	if err != nil {
 		return nil, l.passthrough("append", err)
@@ -263,7 +266,9 @@ func toAppend(req *logicapi.SendReq, name string) *repoapi.Message {
 // finishSend follows a stored message (start: when the send began): it queues the
 // fan-out and returns the ack.
 func (l *Logic) finishSend(start time.Time, req *logicapi.SendReq, resp *repoapi.AppendResp) *logicapi.SendResp {
-	l.fanout.enqueue(l.finishJob(start, req, resp))
+	jobs := []pushJob{l.finishJob(start, req, resp)}
+	l.fanout.appends.queued(jobs)
+	l.fanout.enqueue(jobs[0])
 	return &logicapi.SendResp{Message: resp.Message, Duplicate: resp.Duplicate}
 }
 
@@ -351,6 +356,14 @@ func (l *Logic) SendBatch(ctx context.Context, req *logicapi.SendBatchReq) (*log
 	// The members of 1:1 conversations are known from the fan-out's cache: repo
 	// answers with their routes, and those pushes skip the fan-out's GetRoutes.
 	known, routeUsers := l.fanout.knownRecipients(batch)
+	convs := make([]string, 0, len(batch))
+	for _, m := range batch {
+		convs = append(convs, m.ConversationId)
+	}
+	slices.Sort(convs)
+	convs = slices.Compact(convs)
+	l.fanout.appends.begin(convs)
+	defer l.fanout.appends.end(convs) // after the pushes are queued, below
 	resp, err := l.repo.AppendBatch(ctx, &repoapi.AppendBatchReq{Messages: batch, RouteUsers: routeUsers})
 	if err != nil {
 		return nil, l.passthrough("append batch", err)
@@ -389,13 +402,17 @@ func (l *Logic) SendBatch(ctx context.Context, req *logicapi.SendBatchReq) (*log
 			recipients[i] = known[k]
 		}
 	}
-	for _, i := range stored {
-		j := l.finishJob(start, req.Items[i], appended[i])
+	jobs := make([]pushJob, len(stored))
+	for k, i := range stored {
+		jobs[k] = l.finishJob(start, req.Items[i], appended[i])
 		if recipients != nil && recipients[i] != nil {
-			j.recipients, j.routes = recipients[i], resp.Routes
+			jobs[k].recipients, jobs[k].routes = recipients[i], resp.Routes
 		}
-		l.fanout.enqueue(j)
 		results[i] = &logicapi.SendOutcome{Resp: &logicapi.SendResp{Message: appended[i].Message, Duplicate: appended[i].Duplicate}}
+	}
+	l.fanout.appends.queued(jobs)
+	for _, j := range jobs {
+		l.fanout.enqueue(j)
 	}
 	return &logicapi.SendBatchResp{Results: results}, nil
 }

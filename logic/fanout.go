@@ -43,6 +43,11 @@ type pushJob struct {
 	// then looks up routes only for the jobs without them.
 	recipients []int64
 	routes     map[int64][]string
+	// alone: when this push was queued, no other append of its conversation was in
+	// flight in this logic, so no push of the same group commit can come after it
+	// (appends.queued). Its shard publishes it without lingering. False for every
+	// other push, presence included: the shard waits pushLinger for company.
+	alone bool
 }
 
 func messageJob(m *repoapi.Message, origin string) pushJob {
@@ -75,6 +80,8 @@ type fanout struct {
 	largeGroup int // more members than this: hand the fan-out to task
 	singles    memberCache
 	peers      peersLookup
+	appends    appends
+	linger     time.Duration // pushLinger; tests make it long
 
 	shards []chan pushJob
 
@@ -100,6 +107,7 @@ func newFanout(cfg Config, repo Repo, bus Publisher, task Task, gateways Gateway
 	f := &fanout{
 		repo: repo, gateways: gateways, bus: bus, task: task, log: log, retry: cfg.PushRetry, deferFor: cfg.DeferDeadline, largeGroup: cfg.LargeGroup,
 		singles: memberCache{max: max(cfg.UserCacheSize, 1)},
+		linger:  pushLinger,
 		shards:  make([]chan pushJob, cfg.PushShards),
 		published: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gochat_logic_pushes_published_total", Help: "Push records published to the bus.",
@@ -188,18 +196,41 @@ const pushLinger = time.Millisecond
 // sorts the batch by key, then seq. Sends committed in one group-commit batch return
 // at the same moment and reach the queue in any order; this puts them back in seq
 // order per conversation before they are published, so a recipient normally sees
-// seqs ascending and a gap means a lost push, not a late one.
+// seqs ascending and a gap means a lost push, not a late one. While every job taken
+// is alone (pushJob.alone), nothing can be out of order and collect takes only what
+// is already queued: under load the linger's timer fired 2.6 ms late on average.
 func (f *fanout) collect(ch <-chan pushJob, batch []pushJob) []pushJob {
-	timer := time.NewTimer(pushLinger)
-	defer timer.Stop()
+	var linger <-chan time.Time // nil while every job is alone: receive without waiting
+	if !batch[0].alone {
+		timer := time.NewTimer(f.linger)
+		defer timer.Stop()
+		linger = timer.C
+	}
 	for len(batch) < cap(batch) {
+		if linger == nil {
+			select {
+			case j, ok := <-ch:
+				if !ok {
+					return sortJobs(batch)
+				}
+				batch = append(batch, j)
+				if !j.alone {
+					timer := time.NewTimer(f.linger)
+					defer timer.Stop()
+					linger = timer.C
+				}
+			default:
+				return sortJobs(batch)
+			}
+			continue
+		}
 		select {
 		case j, ok := <-ch:
 			if !ok {
 				return sortJobs(batch)
 			}
 			batch = append(batch, j)
-		case <-timer.C:
+		case <-linger:
 			return sortJobs(batch)
 		}
 	}
@@ -541,6 +572,51 @@ func (f *fanout) members(ctx context.Context, convID string) (ids []int64, large
 		f.singles.put(convID, ids)
 	}
 	return ids, false, nil
+}
+
+// appends counts, per conversation, the appends in flight in this logic from the
+// call to repo until their pushes are queued, for pushJob.alone.
+type appends struct {
+	mu       sync.Mutex
+	inflight map[string]int
+}
+
+// begin counts an append of the conversations in convs (each once).
+func (a *appends) begin(convs []string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.inflight == nil {
+		a.inflight = make(map[string]int)
+	}
+	for _, c := range convs {
+		a.inflight[c]++
+	}
+}
+
+// queued marks the jobs of an append that begin counted, whose pushes go next to
+// their shards: a job is alone when its append is the only one of its conversation
+// in flight. An append that returned but has not queued yet still counts, so of two
+// appends of a conversation in one group commit the first to queue lingers and the
+// second queues behind it.
+func (a *appends) queued(jobs []pushJob) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i := range jobs {
+		if jobs[i].msg != nil {
+			jobs[i].alone = a.inflight[jobs[i].msg.ConversationId] == 1
+		}
+	}
+}
+
+// end uncounts an append begin counted, after its pushes were queued.
+func (a *appends) end(convs []string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, c := range convs {
+		if a.inflight[c]--; a.inflight[c] <= 0 {
+			delete(a.inflight, c)
+		}
+	}
 }
 
 // knownRecipients returns, for each message of an append batch, its members when

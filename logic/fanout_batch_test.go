@@ -393,3 +393,85 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// collect waits for company only while a job it took is not alone: with the linger
+// made an hour long, a collect that lingered when it should not would hang the test.
+func TestCollectLingersOnlyForJobsNotAlone(t *testing.T) {
+	f := testFanout(t, &countingRepo{}, &capturePub{topics: map[string][]pushq.Push{}})
+	f.linger = time.Hour
+	job := func(conv string, seq int64, alone bool) pushJob {
+		j := messageJob(&repoapi.Message{Id: seq, ConversationId: conv, Seq: seq}, "")
+		j.alone = alone
+		return j
+	}
+	seqs := func(b []pushJob) []int64 {
+		var out []int64
+		for _, j := range b {
+			out = append(out, j.msg.Seq)
+		}
+		return out
+	}
+	collect := func(ch chan pushJob, first pushJob) <-chan []pushJob {
+		done := make(chan []pushJob, 1)
+		go func() { done <- f.collect(ch, append(make([]pushJob, 0, 64), first)) }()
+		return done
+	}
+
+	// Alone, nothing queued: back at once.
+	if got := seqs(<-collect(make(chan pushJob, 8), job("c", 1, true))); !slices.Equal(got, []int64{1}) {
+		t.Fatalf("alone job: batch %v", got)
+	}
+	// Alone, with alone company already queued: takes it, sorted, without waiting.
+	ch := make(chan pushJob, 8)
+	ch <- job("c", 3, true)
+	ch <- job("c", 2, true)
+	if got := seqs(<-collect(ch, job("c", 1, true))); !slices.Equal(got, []int64{1, 2, 3}) {
+		t.Fatalf("alone jobs: batch %v", got)
+	}
+	// A queued job that is not alone starts the linger: a later job joins.
+	ch = make(chan pushJob, 8)
+	ch <- job("c", 3, false)
+	done := collect(ch, job("c", 1, true))
+	waitUntil(t, "collect to take the job that is not alone", func() bool { return len(ch) == 0 })
+	ch <- job("c", 2, true)
+	close(ch) // ends the linger, as a closed queue does
+	if got := seqs(<-done); !slices.Equal(got, []int64{1, 2, 3}) {
+		t.Fatalf("after a job not alone: batch %v, want the later job 2 in it", got)
+	}
+	// A first job that is not alone lingers too.
+	ch = make(chan pushJob, 8)
+	done = collect(ch, job("c", 5, false))
+	ch <- job("c", 4, true)
+	close(ch)
+	if got := seqs(<-done); !slices.Equal(got, []int64{4, 5}) {
+		t.Fatalf("first job not alone: batch %v", got)
+	}
+}
+
+// An append's pushes are alone only while no other append of their conversation is
+// in flight, the other counting until its own pushes are queued.
+func TestAppendsMarkJobsAlone(t *testing.T) {
+	var a appends
+	msg := func(conv string) []pushJob {
+		return []pushJob{messageJob(&repoapi.Message{ConversationId: conv}, ""), presenceJob(1, true)}
+	}
+	a.begin([]string{"x", "y"})
+	a.begin([]string{"x"})
+	jobs := msg("x")
+	if a.queued(jobs); jobs[0].alone || jobs[1].alone {
+		t.Fatalf("x with two appends in flight: alone %v, presence %v; want neither", jobs[0].alone, jobs[1].alone)
+	}
+	jobs = msg("y")
+	if a.queued(jobs); !jobs[0].alone {
+		t.Fatal("y with one append in flight: not alone")
+	}
+	a.end([]string{"x"})
+	jobs = msg("x")
+	if a.queued(jobs); !jobs[0].alone || jobs[1].alone {
+		t.Fatalf("x after the other append ended: alone %v, presence %v; want only x", jobs[0].alone, jobs[1].alone)
+	}
+	a.end([]string{"x", "y"})
+	if len(a.inflight) != 0 {
+		t.Fatalf("after every append ended: %v", a.inflight)
+	}
+}

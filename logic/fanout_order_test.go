@@ -17,7 +17,7 @@ func TestCollectSortsBySeq(t *testing.T) {
 		ch <- j
 	}
 	close(ch)
-	f := &fanout{}
+	f := &fanout{linger: pushLinger}
 	first := <-ch
 	got := f.collect(ch, append(make([]pushJob, 0, 64), first))
 	var order []string
@@ -46,7 +46,7 @@ func TestCollectPutsFirstStoreBeforeResends(t *testing.T) {
 		ch <- j
 	}
 	close(ch)
-	got := (&fanout{}).collect(ch, append(make([]pushJob, 0, 64), <-ch))
+	got := (&fanout{linger: pushLinger}).collect(ch, append(make([]pushJob, 0, 64), <-ch))
 	if len(got) != 3 || got[0].msg.Seq != 6 || got[1].dup || got[1].origin != "gw/2" || !got[2].dup {
 		t.Fatalf("order: %+v", got)
 	}
