@@ -374,6 +374,7 @@ func (l *Logic) SendBatch(ctx context.Context, req *logicapi.SendBatchReq) (*log
 	}
 	stored := make([]int, 0, len(accepted)) // indexes of the items stored (or found stored)
 	appended := make([]*repoapi.AppendResp, len(req.Items))
+	members := make([][]int64, len(req.Items)) // by item: members whose routes the answer carries
 	for k, i := range accepted {
 		switch r := resp.Results[k]; {
 		case r == nil || (r.ErrorCode == base.ErrCode_OK && (r.Resp == nil || r.Resp.Message == nil)):
@@ -385,6 +386,9 @@ func (l *Logic) SendBatch(ctx context.Context, req *logicapi.SendBatchReq) (*log
 		default:
 			stored = append(stored, i)
 			appended[i] = r.Resp
+			if resp.Routes != nil {
+				members[i] = known[k]
+			}
 		}
 	}
 	// The batch's appends returned together, but a conversation's items need not be
@@ -395,18 +399,11 @@ func (l *Logic) SendBatch(ctx context.Context, req *logicapi.SendBatchReq) (*log
 		ra, rb := appended[a], appended[b]
 		return cmp.Or(cmp.Compare(ra.Message.Seq, rb.Message.Seq), compareBool(ra.Duplicate, rb.Duplicate))
 	})
-	var recipients [][]int64 // by item: members whose routes came with the answer
-	if resp.Routes != nil {
-		recipients = make([][]int64, len(req.Items))
-		for k, i := range accepted {
-			recipients[i] = known[k]
-		}
-	}
 	jobs := make([]pushJob, len(stored))
 	for k, i := range stored {
 		jobs[k] = l.finishJob(start, req.Items[i], appended[i])
-		if recipients != nil && recipients[i] != nil {
-			jobs[k].recipients, jobs[k].routes = recipients[i], resp.Routes
+		if members[i] != nil {
+			jobs[k].recipients, jobs[k].routes = members[i], resp.Routes
 		}
 		results[i] = &logicapi.SendOutcome{Resp: &logicapi.SendResp{Message: appended[i].Message, Duplicate: appended[i].Duplicate}}
 	}

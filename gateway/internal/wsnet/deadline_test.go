@@ -381,3 +381,15 @@ func serverSideFD(t testing.TB, local net.Addr) int {
 	t.Fatalf("no socket in this process has the peer %v", local)
 	return -1
 }
+
+// TestUpgradedSocketIsCloseOnExec: the descriptor takeOver dups for the Conn is not
+// inherited by a child process (F_DUPFD_CLOEXEC).
+func TestUpgradedSocketIsCloseOnExec(t *testing.T) {
+	ts := startServer(t, Config{}, newHandler(t))
+	wsc := dialRaw(t, ts.addr)
+	ts.h.nextOpen(t)
+	flags, err := unix.FcntlInt(uintptr(serverSideFD(t, wsc.conn.LocalAddr())), unix.F_GETFD, 0)
+	if err != nil || flags&unix.FD_CLOEXEC == 0 {
+		t.Fatalf("upgraded socket's descriptor flags %#x, %v; want FD_CLOEXEC", flags, err)
+	}
+}
