@@ -306,30 +306,60 @@ func runThroughput(args []string, stdout, stderr io.Writer) error {
 	if p := f.lastErr.Load(); p != nil {
 		r.Notes = append(r.Notes, "last error: "+*p)
 	}
-	best := -1
-	for i, st := range steps {
-		if st.Acked > 0 && st.AckP99 < 50 && st.Unacked == 0 && (best < 0 || st.AcksPerS > steps[best].AcksPerS) {
-			best = i
-		}
-	}
 	var unackedTotal int64
 	for _, st := range steps {
 		unackedTotal += st.Unacked
 	}
 	r.AddTarget("unacked sends", "<=", 0, float64(unackedTotal), "msgs")
+	best, at := pickSteps(steps, targetRate)
 	if best < 0 {
-		r.AddTarget("acked sends/s with ack p99 < 50 ms", ">=", 10000, 0, "msgs/s")
+		r.AddTarget("acked sends/s with ack p99 < 50 ms", ">=", targetRate, 0, "msgs/s")
 		r.Notes = append(r.Notes, "no step kept ack p99 under 50 ms")
 		return c.finish(r, start, stdout)
 	}
 	b := steps[best]
 	r.Metrics["best_window"] = b.Window
 	r.Metrics["best_in_flight"] = b.InFlight
-	r.AddTarget("acked sends/s with ack p99 < 50 ms", ">=", 10000, b.AcksPerS, "msgs/s")
-	r.AddTarget("send→recipient p99 at that rate", "<", 50, b.RecipP99, "ms")
-	r.AddTarget("send→recipient p50 at that rate", "<", 5, b.RecipP50, "ms")
+	r.AddTarget("acked sends/s with ack p99 < 50 ms", ">=", targetRate, b.AcksPerS, "msgs/s")
+	if at < 0 {
+		// No step reached the rate: the latency targets are judged at the best one,
+		// and fail with the rate.
+		at = best
+	}
+	a := steps[at]
+	r.Metrics["at_target_in_flight"] = a.InFlight
+	r.AddTarget(fmt.Sprintf("send→recipient p99 at %.0f acked/s (%d in flight)", a.AcksPerS, a.InFlight), "<", 50, a.RecipP99, "ms")
+	r.AddTarget(fmt.Sprintf("send→recipient p50 at %.0f acked/s (%d in flight)", a.AcksPerS, a.InFlight), "<", 5, a.RecipP50, "ms")
 	r.AddTarget("acked sends/s with ack p99 < 50 ms (seed's figure)", ">=", 50000, b.AcksPerS, "msgs/s")
 	return c.finish(r, start, stdout)
+}
+
+// targetRate is the acked sends/s at which recipient latency is judged.
+const targetRate = 10000
+
+// pickSteps chooses the steps the targets are judged on. best is the step with the
+// most acked sends/s among those with ack p99 under 50 ms and nothing unacked; at is,
+// among those same steps that reached rate, the one with the lowest recipient p50
+// (then p99): the latency of sending at that rate, which the closed loop's larger
+// windows only add queueing to (Little's law: in flight / rate). Either is -1 when no
+// step qualifies.
+func pickSteps(steps []step, rate float64) (best, at int) {
+	best, at = -1, -1
+	for i, st := range steps {
+		if st.Acked == 0 || st.AckP99 >= 50 || st.Unacked != 0 {
+			continue
+		}
+		if best < 0 || st.AcksPerS > steps[best].AcksPerS {
+			best = i
+		}
+		if st.AcksPerS < rate {
+			continue
+		}
+		if at < 0 || st.RecipP50 < steps[at].RecipP50 || (st.RecipP50 == steps[at].RecipP50 && st.RecipP99 < steps[at].RecipP99) {
+			at = i
+		}
+	}
+	return best, at
 }
 
 // cpuReading is the CPU time used so far, in seconds, by the servers behind -admins

@@ -74,3 +74,34 @@ func TestServerStages(t *testing.T) {
 		t.Fatalf("gateway-only stages = %+v", gwOnly)
 	}
 }
+
+// pickSteps judges the rate on the fastest qualifying step and latency at the rate on
+// the qualifying step that reached it with the lowest recipient p50; steps with ack
+// p99 ≥ 50 ms or unacked sends qualify for neither.
+func TestPickSteps(t *testing.T) {
+	steps := []step{
+		{InFlight: 25, Acked: 1, AcksPerS: 7000, AckP99: 11, RecipP50: 3, RecipP99: 11},
+		{InFlight: 50, Acked: 1, AcksPerS: 10100, AckP99: 16, RecipP50: 4.3, RecipP99: 16},
+		{InFlight: 100, Acked: 1, AcksPerS: 11900, AckP99: 24, RecipP50: 7.4, RecipP99: 23},
+		{InFlight: 200, Acked: 1, AcksPerS: 13500, AckP99: 47, RecipP50: 13, RecipP99: 36},
+		{InFlight: 400, Acked: 1, AcksPerS: 14000, AckP99: 55, RecipP50: 25, RecipP99: 60},
+		{InFlight: 800, Acked: 1, AcksPerS: 15000, AckP99: 20, Unacked: 3, RecipP50: 2, RecipP99: 9},
+	}
+	if best, at := pickSteps(steps, 10000); best != 3 || at != 1 {
+		t.Fatalf("pickSteps = best %d, at %d; want 3, 1", best, at)
+	}
+	if best, at := pickSteps(steps, 20000); best != 3 || at != -1 {
+		t.Fatalf("pickSteps above every step = best %d, at %d; want 3, -1", best, at)
+	}
+	// Equal p50: the lower p99 wins.
+	tie := []step{
+		{Acked: 1, AcksPerS: 10500, AckP99: 30, RecipP50: 4, RecipP99: 40},
+		{Acked: 1, AcksPerS: 10200, AckP99: 20, RecipP50: 4, RecipP99: 20},
+	}
+	if best, at := pickSteps(tie, 10000); best != 0 || at != 1 {
+		t.Fatalf("pickSteps tie = best %d, at %d; want 0, 1", best, at)
+	}
+	if best, at := pickSteps([]step{{Acked: 0}, {Acked: 5, AckP99: 80}}, 10000); best != -1 || at != -1 {
+		t.Fatalf("pickSteps with no qualifying step = %d, %d", best, at)
+	}
+}
