@@ -138,10 +138,30 @@ func runFanout(args []string, stdout, stderr io.Writer) error {
 		}
 		return first, delivered.Load() - before, nil
 	}
-	if _, _, err := phase(0, *probes, probeRate); err != nil {
+	// CPU per delivery, the servers' (behind -admins) and this harness's, per phase:
+	// on a shared machine it moves less than the timings, and one message's time to
+	// reach every socket is bounded below by its CPU (both sides) over the cores.
+	cpuPhase := func(name string, before cpuReading, deliveries int64) {
+		after := readCPU(ctx, c.adm)
+		if before.err != nil || after.err != nil {
+			r.Notes = append(r.Notes, fmt.Sprintf("%s CPU not measured: %v", name, errors.Join(before.err, after.err)))
+			return
+		}
+		if deliveries <= 0 {
+			return
+		}
+		r.Metrics[name+"_harness_cpu_us_per_delivery"] = (after.harness - before.harness) * 1e6 / float64(deliveries)
+		if len(c.adm) > 0 {
+			r.Metrics[name+"_server_cpu_us_per_delivery"] = (after.servers - before.servers) * 1e6 / float64(deliveries)
+		}
+	}
+	cpu0 := readCPU(ctx, c.adm)
+	_, probeDelivered, err := phase(0, *probes, probeRate)
+	if err != nil {
 		prog.Stop()
 		return err
 	}
+	cpuPhase("probe", cpu0, probeDelivered)
 	toAll := stats.NewHistogram()
 	incomplete := 0
 	for i := range *probes {
@@ -153,11 +173,13 @@ func runFanout(args []string, stdout, stderr io.Writer) error {
 	}
 	dps, floodDelivered := 0.0, int64(0)
 	if *msgs > 0 {
+		cpu0 := readCPU(ctx, c.adm)
 		first, d, err := phase(*probes, *msgs, rate)
 		if err != nil {
 			prog.Stop()
 			return err
 		}
+		cpuPhase("flood", cpu0, d)
 		floodDelivered = d
 		if span := time.Duration(lastAt.Load() - first.UnixNano()); span > 0 {
 			dps = float64(d) / span.Seconds()

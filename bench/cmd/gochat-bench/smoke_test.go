@@ -249,5 +249,13 @@ func TestSmoke(t *testing.T) {
 		if metric(t, r, "messages_not_reaching_all") != 0 {
 			t.Errorf("some messages missed receivers")
 		}
+		for _, phase := range []string{"probe", "flood"} {
+			if cpu := metric(t, r, phase+"_server_cpu_us_per_delivery"); cpu < 0 {
+				t.Errorf("%s: server CPU per delivery %v µs", phase, cpu)
+			}
+			if cpu := metric(t, r, phase+"_harness_cpu_us_per_delivery"); cpu <= 0 {
+				t.Errorf("%s: harness CPU per delivery %v µs, want > 0", phase, cpu)
+			}
+		}
 	})
 }
