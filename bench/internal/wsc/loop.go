@@ -8,26 +8,34 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
 const (
-	pollTimeoutMs = 100     // EpollWait timeout: handshake expiry and Close checks
-	maxHeadSize   = 4 << 10 // bound on the 101 response head
-	maxEvents     = 512
+	pollTimeout = 100 * time.Millisecond // longest wait: handshake expiry and Close checks
+	maxHeadSize = 4 << 10                // bound on the 101 response head
+	maxEvents   = 512
 )
 
 // loop is one epoll loop. Conns are found by fd in conns; the epoll data also
 // carries the conn's seq so that an event for a closed fd never reaches a
 // newer conn that got the same fd.
 type loop struct {
-	cl         *Client
-	epfd       int
+	cl   *Client
+	epfd int
+	// epf owns epfd, registered with the Go runtime's poller: the loop's goroutine
+	// parks until the epoll set has events instead of blocking a thread in
+	// epoll_wait, which the runtime's monitor would otherwise find in a syscall
+	// every 20 µs under load and hand its P to another thread (run).
+	epf        *os.File
+	rc         syscall.RawConn
 	evfd       int // eventfd: wakes the loop for Close requests
 	scratch    []byte
 	events     []unix.EpollEvent
@@ -51,14 +59,31 @@ func newLoop(cl *Client, readBuf int) (*loop, error) {
 	if err != nil {
 		return nil, fmt.Errorf("wsc: epoll_create1: %w", err)
 	}
+	// Non-blocking, so that os.NewFile registers it with the runtime's poller.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("wsc: epoll fd non-blocking: %w", err)
+	}
+	epf := os.NewFile(uintptr(epfd), "wsc-epoll")
+	rc, err := epf.SyscallConn()
+	if err == nil {
+		// Fails with os.ErrNoDeadline when the runtime could not poll the fd.
+		err = epf.SetReadDeadline(time.Time{})
+	}
+	if err != nil {
+		epf.Close()
+		return nil, fmt.Errorf("wsc: epoll fd in the runtime poller: %w", err)
+	}
 	evfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 	if err != nil {
-		unix.Close(epfd)
+		epf.Close()
 		return nil, fmt.Errorf("wsc: eventfd: %w", err)
 	}
 	l := &loop{
 		cl:      cl,
 		epfd:    epfd,
+		epf:     epf,
+		rc:      rc,
 		evfd:    evfd,
 		scratch: make([]byte, readBuf),
 		events:  make([]unix.EpollEvent, maxEvents),
@@ -73,7 +98,7 @@ func newLoop(cl *Client, readBuf int) (*loop, error) {
 }
 
 func (l *loop) closeFds() {
-	unix.Close(l.epfd)
+	l.epf.Close() // closes epfd
 	unix.Close(l.evfd)
 }
 
@@ -135,14 +160,17 @@ func (l *loop) wakeLocked() {
 func (l *loop) run() {
 	defer l.cl.wg.Done()
 	var fatal error
+	_ = l.epf.SetReadDeadline(time.Now().Add(pollTimeout))
 	for !l.cl.closing.Load() {
-		n, err := unix.EpollWait(l.epfd, l.events, pollTimeoutMs)
-		if err != nil {
-			if err != unix.EINTR {
-				fatal = fmt.Errorf("wsc: epoll_wait: %w", err)
-				break
-			}
-			n = 0
+		n, err := l.wait()
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			_ = l.epf.SetReadDeadline(time.Now().Add(pollTimeout))
+		case err != nil:
+			fatal = err
+		}
+		if fatal != nil {
+			break
 		}
 		if n > 0 {
 			l.dispatch(l.events[:n])
@@ -151,6 +179,35 @@ func (l *loop) run() {
 		l.expireHandshakes()
 	}
 	l.shutdown(fatal)
+}
+
+// wait returns the epoll set's ready events, parking the goroutine (not its
+// thread) while there are none, until pollTimeout's deadline. The poll itself
+// never blocks, so it skips the scheduler's syscall bookkeeping.
+func (l *loop) wait() (n int, err error) {
+	var werr error
+	err = l.rc.Read(func(fd uintptr) bool {
+		for {
+			r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
+			switch e {
+			case 0:
+				n = int(r)
+				return n > 0
+			case unix.EINTR:
+				continue
+			default:
+				werr = fmt.Errorf("wsc: epoll_pwait: %w", e)
+				return true
+			}
+		}
+	})
+	if werr != nil {
+		return 0, werr
+	}
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		return 0, fmt.Errorf("wsc: wait on the epoll fd: %w", err)
+	}
+	return n, err
 }
 
 func (l *loop) dispatch(evs []unix.EpollEvent) {

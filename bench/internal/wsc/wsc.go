@@ -13,6 +13,13 @@
 // once, at Dial: EPOLLOUT reports the end of the connect and, later, that a
 // socket whose send buffer had filled up can take the queued bytes.
 //
+// A loop's epoll fd sits in the Go runtime's own poller: an idle loop parks its
+// goroutine rather than a thread in epoll_wait, and polls its set without
+// blocking once woken. A thread blocked in epoll_wait is what the runtime's
+// monitor retakes a P from every 20 µs under load; one message to 10,000
+// sockets cost the harness 6.3–7.2 µs of CPU per delivery that way, 4.0–5.8
+// parked.
+//
 // Callbacks run on the loop goroutine that owns the connection and must not
 // block for long: they delay every other connection of that loop. They may call
 // Conn.Send and Conn.Close (and Client.Dial), but not Client.Close.
