@@ -17,7 +17,7 @@
 // goroutine rather than a thread in epoll_wait, and polls its set without
 // blocking once woken. A thread blocked in epoll_wait is what the runtime's
 // monitor retakes a P from every 20 µs under load; one message to 10,000
-// sockets cost the harness 6.3–7.2 µs of CPU per delivery that way, 4.0–5.8
+// sockets cost the harness 5.5–7.2 µs of CPU per delivery that way, 3.9–5.8
 // parked.
 //
 // Callbacks run on the loop goroutine that owns the connection and must not
