@@ -29,7 +29,7 @@ const (
 // newer conn that got the same fd.
 type loop struct {
 	cl   *Client
-	epfd int
+	epfd int // epf's descriptor, for epoll_ctl (epf.Fd() would make it blocking)
 	// epf owns epfd, registered with the Go runtime's poller: the loop's goroutine
 	// parks until the epoll set has events instead of blocking a thread in
 	// epoll_wait, which the runtime's monitor would otherwise find in a syscall
@@ -163,13 +163,10 @@ func (l *loop) run() {
 	_ = l.epf.SetReadDeadline(time.Now().Add(pollTimeout))
 	for !l.cl.closing.Load() {
 		n, err := l.wait()
-		switch {
-		case errors.Is(err, os.ErrDeadlineExceeded):
+		if errors.Is(err, os.ErrDeadlineExceeded) {
 			_ = l.epf.SetReadDeadline(time.Now().Add(pollTimeout))
-		case err != nil:
+		} else if err != nil {
 			fatal = err
-		}
-		if fatal != nil {
 			break
 		}
 		if n > 0 {
