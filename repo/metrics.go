@@ -13,10 +13,15 @@ import (
 // (store.WithCommitObserver):
 //
 //   - gochat_repo_commit_messages: messages inserted per committed transaction;
-//   - gochat_repo_commit_seconds{result}: BEGIN to COMMIT, or to the failure;
+//   - gochat_repo_commit_seconds{result}: BEGIN to COMMIT, or to the failure
+//     ("error"), or to the stored client message id that sends the batch back to be
+//     written with the lookup ("recheck");
 //   - gochat_repo_commit_failures_total{scope}: failed transactions, "batch" for a
 //     batch's (retried whole after a lock conflict, else message by message) and
-//     "alone" for one message's retry on its own.
+//     "alone" for one message's retry on its own;
+//   - gochat_repo_commit_rechecks_total: batches written without looking their
+//     client message ids up that met a stored one (a resend), and were written
+//     again with the lookup. Not failures: their senders get their answers.
 func StoreMetrics(reg prometheus.Registerer) (func(store.Commit), error) {
 	messages := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "gochat_repo_commit_messages",
@@ -32,12 +37,21 @@ func StoreMetrics(reg prometheus.Registerer) (func(store.Commit), error) {
 		Name: "gochat_repo_commit_failures_total",
 		Help: "Failed group-commit transactions: scope batch (retried whole after a lock conflict, else message by message) or alone (one message retried on its own).",
 	}, []string{"scope"})
-	if err := register(reg, messages, seconds, failures); err != nil {
+	rechecks := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gochat_repo_commit_rechecks_total",
+		Help: "Group-commit transactions written without looking their client message ids up that met a stored one (a resend) and were written again with the lookup.",
+	})
+	if err := register(reg, messages, seconds, failures, rechecks); err != nil {
 		return nil, err
 	}
-	ok, failed := seconds.WithLabelValues("ok"), seconds.WithLabelValues("error")
+	ok, failed, rechecked := seconds.WithLabelValues("ok"), seconds.WithLabelValues("error"), seconds.WithLabelValues("recheck")
 	batchFailed, aloneFailed := failures.WithLabelValues("batch"), failures.WithLabelValues("alone")
 	return func(c store.Commit) {
+		if c.Recheck {
+			rechecked.Observe(c.Duration.Seconds())
+			rechecks.Inc()
+			return
+		}
 		if c.Err != nil {
 			failed.Observe(c.Duration.Seconds())
 			if c.Alone {

@@ -27,6 +27,8 @@ func TestStoreMetrics(t *testing.T) {
 		{Appends: 5, Duration: time.Millisecond, Err: boom},
 		{Appends: 1, Duration: time.Millisecond, Err: boom, Alone: true},
 		{Appends: 1, Inserted: 0, Duration: 100 * time.Microsecond}, // a duplicate: nothing inserted
+		{Appends: 4, Duration: time.Millisecond, Err: boom, Recheck: true},
+		{Appends: 4, Duration: time.Millisecond, Err: boom, Recheck: true},
 	} {
 		observe(c)
 	}
@@ -35,12 +37,15 @@ func TestStoreMetrics(t *testing.T) {
 # TYPE gochat_repo_commit_failures_total counter
 gochat_repo_commit_failures_total{scope="alone"} 1
 gochat_repo_commit_failures_total{scope="batch"} 1
+# HELP gochat_repo_commit_rechecks_total Group-commit transactions written without looking their client message ids up that met a stored one (a resend) and were written again with the lookup.
+# TYPE gochat_repo_commit_rechecks_total counter
+gochat_repo_commit_rechecks_total 2
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "gochat_repo_commit_failures_total"); err != nil {
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "gochat_repo_commit_failures_total", "gochat_repo_commit_rechecks_total"); err != nil {
 		t.Error(err)
 	}
-	if n := testutil.CollectAndCount(reg, "gochat_repo_commit_seconds"); n != 2 {
-		t.Errorf("commit_seconds has %d series, want 2 (ok, error)", n)
+	if n := testutil.CollectAndCount(reg, "gochat_repo_commit_seconds"); n != 3 {
+		t.Errorf("commit_seconds has %d series, want 3 (ok, error, recheck)", n)
 	}
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -55,7 +60,7 @@ gochat_repo_commit_failures_total{scope="batch"} 1
 			}
 		case "gochat_repo_commit_seconds":
 			for _, m := range mf.GetMetric() {
-				want := map[string]uint64{"ok": 3, "error": 2}[m.GetLabel()[0].GetValue()]
+				want := map[string]uint64{"ok": 3, "error": 2, "recheck": 2}[m.GetLabel()[0].GetValue()]
 				if got := m.GetHistogram().GetSampleCount(); got != want {
 					t.Errorf("commit_seconds{result=%q}: %d samples, want %d", m.GetLabel()[0].GetValue(), got, want)
 				}

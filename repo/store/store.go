@@ -130,6 +130,11 @@ type Commit struct {
 	Duration time.Duration // BEGIN to COMMIT (or the failure)
 	Err      error         // nil when the transaction committed
 	Alone    bool          // a message retried on its own after its batch failed
+	// Checked says the batch looked its client message ids up before the INSERT.
+	// A batch written unchecked that meets a stored id fails with Recheck set and
+	// is written again, checked: a resend, not a failure.
+	Checked bool
+	Recheck bool
 }
 
 // Option configures Open.
@@ -186,6 +191,10 @@ type Store struct {
 	// writer of messages from this process, so batches never deadlock each
 	// other here and the next batch keeps filling while one commits.
 	wmu sync.Mutex
+	// checkKeys, guarded by wmu, makes the next batch look its client message ids
+	// up before the INSERT (append.go, writeRetrying). Each lookup sets it to
+	// whether it found a stored id.
+	checkKeys bool
 
 	batches, messages, largest, fallbacks atomic.Uint64
 	observe                               func(Commit) // never nil after Open

@@ -52,6 +52,7 @@ func contractCases() []contractCase {
 		{"FailedBatchFallsBackPerItem", testFailedBatchFallback},
 		{"ConstraintViolationRollsBackBatch", testConstraintViolation},
 		{"CommitObserver", testCommitObserver},
+		{"ResendInUncheckedBatchIsRechecked", testUncheckedResend},
 		{"PanicInBatchDoesNotStrandFollowers", testPanicInBatch},
 		{"FollowerCancelWithdraws", testFollowerCancel},
 		{"LeaderCancelStillCommitsFollowers", testLeaderCancel},
@@ -711,6 +712,71 @@ func testCommitObserver(t *testing.T, h *harness) {
 		}
 		if w.failed && !errors.Is(c.Err, errPoison) {
 			t.Errorf("commit %d error = %v, want %v", i, c.Err, errPoison)
+		}
+	}
+}
+
+// testUncheckedResend: batches are written without looking their client message ids
+// up. One that holds a stored id fails on the unique index and is written again
+// with the lookup: the resend gets the stored message, the batch's new messages
+// keep gap-free seqs. Batches go on looking until a lookup finds nothing.
+func testUncheckedResend(t *testing.T, h *harness) {
+	var mu sync.Mutex
+	var got []Commit
+	s := h.openWith(t, []Option{WithCommitObserver(func(c Commit) {
+		mu.Lock()
+		got = append(got, c)
+		mu.Unlock()
+	})}, window(time.Hour), maxBatch(3))
+	addConversation(t, s, "c", "group")
+	batch := func(ids ...string) []Appended { // fills a batch: it commits at once
+		ms := make([]Message, len(ids))
+		for i, id := range ids {
+			ms[i] = Message{ConversationID: "c", SenderID: 1, ClientMsgID: id, Content: "m" + id}
+		}
+		res := s.AppendMany(t.Context(), ms)
+		for i, r := range res {
+			if r.Err != nil {
+				t.Fatalf("append %s: %v", ids[i], r.Err)
+			}
+		}
+		return res
+	}
+	first := batch("a", "b", "c")
+	resend := batch("d", "b", "e")
+	batch("f", "g", "h")
+	batch("i", "j", "k")
+
+	if r := resend[1]; !r.Duplicate || r.Msg != first[1].Msg {
+		t.Errorf("resent b = %+v; want the stored %+v as a duplicate", r, first[1].Msg)
+	}
+	if resend[0].Msg.Seq != 4 || resend[2].Msg.Seq != 5 || resend[0].Duplicate || resend[2].Duplicate {
+		t.Errorf("d, e = seq %d dup %v, seq %d dup %v; want new at 4 and 5",
+			resend[0].Msg.Seq, resend[0].Duplicate, resend[2].Msg.Seq, resend[2].Duplicate)
+	}
+	wantSeqs(t, mustMessages(t, s, "c", 1, 100), 11)
+
+	mu.Lock()
+	defer mu.Unlock()
+	want := []struct {
+		inserted         int
+		checked, recheck bool
+	}{
+		{3, false, false}, // a b c
+		{0, false, true},  // d b e, unchecked: b is stored
+		{2, true, false},  // d b e again, checked
+		{3, true, false},  // f g h: the last lookup found b
+		{3, false, false}, // i j k: the last lookup found nothing
+	}
+	if len(got) != len(want) {
+		t.Fatalf("observed %d commits, want %d: %+v", len(got), len(want), got)
+	}
+	for i, w := range want {
+		c := got[i]
+		if c.Appends != 3 || c.Inserted != w.inserted || c.Checked != w.checked || c.Recheck != w.recheck ||
+			(c.Err != nil) != w.recheck || (w.recheck && !isUniqueViolation(c.Err)) {
+			t.Errorf("commit %d = %+v; want 3 appends, %d inserted, checked %v, recheck %v (a unique violation)",
+				i, c, w.inserted, w.checked, w.recheck)
 		}
 	}
 }
