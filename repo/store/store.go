@@ -191,10 +191,10 @@ type Store struct {
 	// writer of messages from this process, so batches never deadlock each
 	// other here and the next batch keeps filling while one commits.
 	wmu sync.Mutex
-	// checkKeys, guarded by wmu, makes the next batch look its client message ids
-	// up before the INSERT (append.go, writeRetrying). Each lookup sets it to
-	// whether it found a stored id.
-	checkKeys bool
+	// Until checkKeysUntil (guarded by wmu) batches look their client message ids
+	// up before the INSERT (append.go, writeRetrying); a lookup that finds a stored
+	// id moves it to recheckHold from then.
+	checkKeysUntil time.Time
 
 	batches, messages, largest, fallbacks atomic.Uint64
 	observe                               func(Commit) // never nil after Open

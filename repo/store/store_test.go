@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -719,7 +720,7 @@ func testCommitObserver(t *testing.T, h *harness) {
 // testUncheckedResend: batches are written without looking their client message ids
 // up. One that holds a stored id fails on the unique index and is written again
 // with the lookup: the resend gets the stored message, the batch's new messages
-// keep gap-free seqs. Batches go on looking until a lookup finds nothing.
+// keep gap-free seqs. Batches go on looking for recheckHold after that.
 func testUncheckedResend(t *testing.T, h *harness) {
 	var mu sync.Mutex
 	var got []Commit
@@ -728,6 +729,9 @@ func testUncheckedResend(t *testing.T, h *harness) {
 		got = append(got, c)
 		mu.Unlock()
 	})}, window(time.Hour), maxBatch(3))
+	var ticks atomic.Int64 // the store's clock, moved by the test only
+	base := time.Now()
+	s.now = func() time.Time { return base.Add(time.Duration(ticks.Load())) }
 	addConversation(t, s, "c", "group")
 	batch := func(ids ...string) []Appended { // fills a batch: it commits at once
 		ms := make([]Message, len(ids))
@@ -745,7 +749,10 @@ func testUncheckedResend(t *testing.T, h *harness) {
 	first := batch("a", "b", "c")
 	resend := batch("d", "b", "e")
 	batch("f", "g", "h")
+	ticks.Add(int64(recheckHold - time.Millisecond))
 	batch("i", "j", "k")
+	ticks.Add(int64(time.Millisecond))
+	batch("l", "m", "n")
 
 	if r := resend[1]; !r.Duplicate || r.Msg != first[1].Msg {
 		t.Errorf("resent b = %+v; want the stored %+v as a duplicate", r, first[1].Msg)
@@ -754,7 +761,7 @@ func testUncheckedResend(t *testing.T, h *harness) {
 		t.Errorf("d, e = seq %d dup %v, seq %d dup %v; want new at 4 and 5",
 			resend[0].Msg.Seq, resend[0].Duplicate, resend[2].Msg.Seq, resend[2].Duplicate)
 	}
-	wantSeqs(t, mustMessages(t, s, "c", 1, 100), 11)
+	wantSeqs(t, mustMessages(t, s, "c", 1, 100), 14)
 
 	mu.Lock()
 	defer mu.Unlock()
@@ -765,8 +772,9 @@ func testUncheckedResend(t *testing.T, h *harness) {
 		{3, false, false}, // a b c
 		{0, false, true},  // d b e, unchecked: b is stored
 		{2, true, false},  // d b e again, checked
-		{3, true, false},  // f g h: the last lookup found b
-		{3, false, false}, // i j k: the last lookup found nothing
+		{3, true, false},  // f g h: b was found just now
+		{3, true, false},  // i j k: b was found recheckHold − 1 ms ago
+		{3, false, false}, // l m n: recheckHold has passed
 	}
 	if len(got) != len(want) {
 		t.Fatalf("observed %d commits, want %d: %+v", len(got), len(want), got)
@@ -775,7 +783,7 @@ func testUncheckedResend(t *testing.T, h *harness) {
 		c := got[i]
 		if c.Appends != 3 || c.Inserted != w.inserted || c.Checked != w.checked || c.Recheck != w.recheck ||
 			(c.Err != nil) != w.recheck || (w.recheck && !isUniqueViolation(c.Err)) {
-			t.Errorf("commit %d = %+v; want 3 appends, %d inserted, checked %v, recheck %v (a unique violation)",
+			t.Errorf("commit %d = %+v; want 3 appends, %d inserted, checked %v, recheck %v (failed on the unique index)",
 				i, c, w.inserted, w.checked, w.recheck)
 		}
 	}
