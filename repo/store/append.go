@@ -183,6 +183,7 @@ func (s *Store) AppendMany(ctx context.Context, ms []Message) []Appended {
 // included. Own items are withdrawn, with ctx's error as their outcome, when ctx
 // ended first.
 func (s *Store) lead(ctx context.Context, b *batch, own []*item) {
+	growStack()
 	t := time.NewTimer(s.cfg.BatchWindow)
 	select {
 	case <-b.full:
