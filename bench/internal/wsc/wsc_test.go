@@ -342,11 +342,15 @@ func TestManyConnsSourceIPs(t *testing.T) {
 	}
 	var mu sync.Mutex
 	hosts := map[string]int{}
+	// The server greets before it calls this handler, so a client can see its
+	// greeting before its host is counted: the test waits for every count.
+	counted := make(chan struct{}, n)
 	addr, _ := startServer(t, func(ws *websocket.Conn, r *http.Request) {
 		host, _, _ := net.SplitHostPort(r.RemoteAddr)
 		mu.Lock()
 		hosts[host]++
 		mu.Unlock()
+		counted <- struct{}{}
 		echo(ws, r)
 	})
 	h := newTestHandler(n)
@@ -372,6 +376,9 @@ func TestManyConnsSourceIPs(t *testing.T) {
 	recv(t, allGreeted, "connected frames")
 	if s := cl.Stats(); s.Open != n || s.Dialed != n {
 		t.Fatalf("stats %+v", s)
+	}
+	for range n {
+		recv(t, counted, "the server's count of a host")
 	}
 	mu.Lock()
 	if len(hosts) != len(srcs) {
