@@ -674,17 +674,29 @@ func testConstraintViolation(t *testing.T, h *harness) {
 	}
 }
 
+// openObserved opens a store that records every transaction of its append path
+// (WithCommitObserver); commits returns those recorded so far.
+func openObserved(t *testing.T, h *harness, opts ...func(*Config)) (s *Store, commits func() []Commit) {
+	t.Helper()
+	var mu sync.Mutex
+	var got []Commit
+	s = h.openWith(t, []Option{WithCommitObserver(func(c Commit) {
+		mu.Lock()
+		got = append(got, c)
+		mu.Unlock()
+	})}, opts...)
+	return s, func() []Commit {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
+}
+
 // testCommitObserver follows one batch that fails and its one-by-one retries
 // through WithCommitObserver: every transaction is reported once, with its size
 // and outcome.
 func testCommitObserver(t *testing.T, h *harness) {
-	var mu sync.Mutex
-	var got []Commit
-	s := h.openWith(t, []Option{WithCommitObserver(func(c Commit) {
-		mu.Lock()
-		got = append(got, c)
-		mu.Unlock()
-	})}, window(time.Hour), maxBatch(3))
+	s, commits := openObserved(t, h, window(time.Hour), maxBatch(3))
 	addConversation(t, s, "c", "group")
 	errPoison := poison(s)
 	enq := enqueueSignal(s)
@@ -697,8 +709,7 @@ func testCommitObserver(t *testing.T, h *harness) {
 	recv(t, p)
 	recv(t, b)
 
-	mu.Lock()
-	defer mu.Unlock()
+	got := commits()
 	if len(got) != 4 {
 		t.Fatalf("observed %d commits, want 4 (the batch, then a, poison, b alone): %+v", len(got), got)
 	}
@@ -722,13 +733,7 @@ func testCommitObserver(t *testing.T, h *harness) {
 // with the lookup: the resend gets the stored message, the batch's new messages
 // keep gap-free seqs. Batches go on looking for recheckHold after that.
 func testUncheckedResend(t *testing.T, h *harness) {
-	var mu sync.Mutex
-	var got []Commit
-	s := h.openWith(t, []Option{WithCommitObserver(func(c Commit) {
-		mu.Lock()
-		got = append(got, c)
-		mu.Unlock()
-	})}, window(time.Hour), maxBatch(3))
+	s, commits := openObserved(t, h, window(time.Hour), maxBatch(3))
 	var ticks atomic.Int64 // the store's clock, moved by the test only
 	base := time.Now()
 	s.now = func() time.Time { return base.Add(time.Duration(ticks.Load())) }
@@ -763,8 +768,7 @@ func testUncheckedResend(t *testing.T, h *harness) {
 	}
 	wantSeqs(t, mustMessages(t, s, "c", 1, 100), 14)
 
-	mu.Lock()
-	defer mu.Unlock()
+	got := commits()
 	want := []struct {
 		inserted         int
 		checked, recheck bool
