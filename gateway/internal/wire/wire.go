@@ -22,12 +22,44 @@ import (
 // TimeLayout is RFC 3339 in UTC with exactly three fractional digits.
 const TimeLayout = "2006-01-02T15:04:05.000Z"
 
-// Time formats unix milliseconds; 0 is "".
+// Time formats unix milliseconds; 0 is "". Every ack and push carries one, so the
+// digits are written directly: Format interprets TimeLayout on every call (0.8% of
+// the all-mode process under send load). Years outside 0000–9999 take Format's
+// path, which writes them as it does.
 func Time(ms int64) string {
 	if ms == 0 {
 		return ""
 	}
-	return time.UnixMilli(ms).UTC().Format(TimeLayout)
+	t := time.UnixMilli(ms).UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.Format(TimeLayout)
+	}
+	hour, minute, sec := t.Clock()
+	var b [len(TimeLayout)]byte
+	digits(b[0:4], year)
+	b[4] = '-'
+	digits(b[5:7], int(month))
+	b[7] = '-'
+	digits(b[8:10], day)
+	b[10] = 'T'
+	digits(b[11:13], hour)
+	b[13] = ':'
+	digits(b[14:16], minute)
+	b[16] = ':'
+	digits(b[17:19], sec)
+	b[19] = '.'
+	digits(b[20:23], t.Nanosecond()/int(time.Millisecond))
+	b[23] = 'Z'
+	return string(b[:])
+}
+
+// digits writes v into b as len(b) decimal digits, zero-padded; v < 10^len(b).
+func digits(b []byte, v int) {
+	for i := len(b) - 1; i >= 0; i-- {
+		b[i] = byte('0' + v%10)
+		v /= 10
+	}
 }
 
 // ID formats a snowflake as a JSON string value.

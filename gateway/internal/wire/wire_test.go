@@ -2,7 +2,10 @@ package wire
 
 import (
 	"encoding/json"
+	"math"
+	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/gochat/gochat/kitex_gen/repoapi"
 )
@@ -58,6 +61,39 @@ func TestTimeFormat(t *testing.T) {
 	}
 	if Time(0) != "" {
 		t.Fatal("zero time must be empty")
+	}
+}
+
+// Time writes the digits itself; it must agree with Format everywhere: at the
+// edges of days, months, leap years and of the four-digit years, before 1970, and
+// over a million instants spread across the years 0000–9999 and beyond.
+func TestTimeMatchesFormat(t *testing.T) {
+	at := func(s string) int64 {
+		tm, err := time.Parse(TimeLayout, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tm.UnixMilli()
+	}
+	edges := []int64{
+		1, -1, 999, -999, 1000, 86_399_999, 86_400_000,
+		at("2024-02-29T23:59:59.999Z"), at("2024-03-01T00:00:00.000Z"), at("2100-02-28T23:59:59.999Z"),
+		at("2000-02-29T12:00:00.500Z"), at("1969-12-31T23:59:59.999Z"), at("0001-01-01T00:00:00.000Z"),
+		at("0000-01-01T00:00:00.000Z"), at("9999-12-31T23:59:59.999Z"), at("9999-12-31T23:59:59.999Z") + 1,
+		at("0000-01-01T00:00:00.000Z") - 1, math.MaxInt64, math.MinInt64 + 1,
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	lo, hi := at("0000-01-01T00:00:00.000Z")-86_400_000_000, at("9999-12-31T23:59:59.999Z")+86_400_000_000
+	for range 1_000_000 {
+		edges = append(edges, lo+rng.Int64N(hi-lo))
+	}
+	for _, ms := range edges {
+		if ms == 0 {
+			continue
+		}
+		if got, want := Time(ms), time.UnixMilli(ms).UTC().Format(TimeLayout); got != want {
+			t.Fatalf("Time(%d) = %q, Format gives %q", ms, got, want)
+		}
 	}
 }
 
