@@ -77,6 +77,34 @@ func (f *fakeDeferred) SendDeferred(frame []byte) (bool, error) {
 
 func (f *fakeDeferred) Flush() { f.flushed.Add(1); f.flushes.Done() }
 
+// TestFanWriterWritesASmallLastChunkItself: a push to one user's socket or two is
+// flushed by done before it returns, on the caller's goroutine, not by a goroutine
+// started for it; a third socket goes back to a goroutine.
+func TestFanWriterWritesASmallLastChunkItself(t *testing.T) {
+	for n := 1; n <= flushInline+1; n++ {
+		w := fanWriter[*fakeDeferred]{frame: []byte("frame"), skip: 99, users: 1}
+		socks := make([]*fakeDeferred, n)
+		for i := range socks {
+			socks[i] = &fakeDeferred{id: uint64(i), claims: true}
+			socks[i].flushes.Add(1)
+			w.add(socks[i])
+		}
+		if got := w.done(); got != n {
+			t.Fatalf("%d sockets: done() = %d", n, got)
+		}
+		if n <= flushInline {
+			for i, s := range socks {
+				if s.flushed.Load() != 1 {
+					t.Fatalf("%d sockets: socket %d not flushed when done returned", n, i)
+				}
+			}
+		}
+		for _, s := range socks {
+			s.flushes.Wait()
+		}
+	}
+}
+
 // TestFanWriter: every socket but the sender's gets the frame queued; each one whose
 // SendDeferred left the write to the writer is flushed exactly once, in full chunks
 // and in the last partial one; refused sockets do not count.
