@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net/http"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -240,6 +241,51 @@ func processCPU() (float64, error) {
 		return 0, fmt.Errorf("getrusage: %w", err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds(), nil
+}
+
+// machineCPU is the whole machine's CPU time so far, in clock ticks, from the first
+// line of /proc/stat: all of it, and steal, the time the hypervisor gave to other
+// guests while this one had work. Steal is how a run on a shared VM tells a slow host
+// from a slow GoChat.
+type machineCPU struct{ total, steal uint64 }
+
+func readMachineCPU() (machineCPU, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return machineCPU{}, fmt.Errorf("machine CPU: %w", err)
+	}
+	return parseProcStat(b)
+}
+
+// parseProcStat reads "cpu  user nice system idle iowait irq softirq steal [guest
+// guest_nice]"; guest time is already part of user, so the first eight are the total.
+func parseProcStat(b []byte) (machineCPU, error) {
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return machineCPU{}, fmt.Errorf("machine CPU: /proc/stat begins %q, want the cpu line with 8 or more fields", line)
+	}
+	var m machineCPU
+	for i, v := range f[1:9] {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return machineCPU{}, fmt.Errorf("machine CPU: /proc/stat field %d: %w", i+1, err)
+		}
+		m.total += n
+		if i == 7 {
+			m.steal = n
+		}
+	}
+	return m, nil
+}
+
+// stealPct is the share of the machine's CPU time from a to b that was steal, in
+// percent.
+func stealPct(a, b machineCPU) float64 {
+	if b.total <= a.total || b.steal < a.steal {
+		return 0
+	}
+	return 100 * float64(b.steal-a.steal) / float64(b.total-a.total)
 }
 
 // parseRate accepts "1000" or "1k"/"10k"/"1.5m".

@@ -143,6 +143,11 @@ func runFanout(args []string, stdout, stderr io.Writer) error {
 	// reach every socket is bounded below by its CPU (both sides) over the cores.
 	cpuPhase := func(name string, before cpuReading, deliveries int64) {
 		after := readCPU(ctx, c.adm)
+		if steal, ok := stealBetween(before, after); ok {
+			r.Metrics[name+"_steal_pct"] = steal
+		} else {
+			r.Notes = append(r.Notes, fmt.Sprintf("%s steal not measured: %v", name, errors.Join(before.machineErr, after.machineErr)))
+		}
 		if before.err != nil || after.err != nil {
 			r.Notes = append(r.Notes, fmt.Sprintf("%s CPU not measured: %v", name, errors.Join(before.err, after.err)))
 			return

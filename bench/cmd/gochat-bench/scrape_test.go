@@ -63,3 +63,33 @@ func TestServerCPU(t *testing.T) {
 		t.Fatalf("serverCPU with a server lacking the counter: err = %v", err)
 	}
 }
+
+// TestMachineCPU: the cpu line's first eight fields are the total (guest time is
+// already in user), the eighth is steal; anything else is an error, not a zero.
+func TestMachineCPU(t *testing.T) {
+	stat := func(fields string) []byte {
+		return []byte("cpu  " + fields + "\ncpu0 1 2 3 4 5 6 7 8 9 10\nintr 12345\n")
+	}
+	a, err := parseProcStat(stat("100 5 50 800 10 0 20 15 40 0"))
+	if err != nil || a.total != 1000 || a.steal != 15 {
+		t.Fatalf("parse = %+v, %v; want total 1000 (guest not added again), steal 15", a, err)
+	}
+	b, err := parseProcStat(stat("300 5 100 1405 10 0 40 140 90 0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := stealPct(a, b); got != 12.5 { // 125 of 1,000 ticks
+		t.Errorf("steal between = %v%%, want 12.5", got)
+	}
+	if got := stealPct(b, b); got != 0 {
+		t.Errorf("steal over no time = %v, want 0", got)
+	}
+	for _, bad := range []string{"", "intr 1 2 3\n", "cpu  1 2 3 4 5 6 7\n", "cpu  1 2 3 4 5 6 7 x 9 10\n"} {
+		if m, err := parseProcStat([]byte(bad)); err == nil {
+			t.Errorf("parse %q = %+v, want an error", bad, m)
+		}
+	}
+	if _, err := readMachineCPU(); err != nil {
+		t.Errorf("this machine's /proc/stat: %v", err)
+	}
+}

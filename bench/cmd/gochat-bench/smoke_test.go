@@ -184,6 +184,7 @@ func TestSmoke(t *testing.T) {
 		if cpu := metric(t, r, "harness_cpu_us_per_conn"); cpu <= 0 {
 			t.Errorf("harness CPU per connection %v µs, want > 0", cpu)
 		}
+		checkSteal(t, metric(t, r, "storm_steal_pct"))
 		gws, ok := r.Metrics["gateways"].([]any)
 		if !ok || len(gws) != 1 {
 			t.Fatalf("gateways metric: %#v", r.Metrics["gateways"])
@@ -212,6 +213,7 @@ func TestSmoke(t *testing.T) {
 		if metric(t, r, "duplicate_acks") != 0 || metric(t, r, "error_frames") != 0 {
 			t.Errorf("duplicates or errors: %+v", r.Metrics)
 		}
+		checkSteal(t, metric(t, r, "steal_pct"))
 	})
 	t.Run("throughput", func(t *testing.T) {
 		// 2 in flight: two of the three conversations with one send each; 5: all
@@ -236,6 +238,11 @@ func TestSmoke(t *testing.T) {
 					t.Errorf("step %d: %s = %v, want > 0", i, k, st[k])
 				}
 			}
+			steal, ok := st["steal_pct"].(float64)
+			if !ok {
+				t.Errorf("step %d: steal_pct missing: %v", i, st)
+			}
+			checkSteal(t, steal)
 		}
 	})
 	t.Run("fanout", func(t *testing.T) {
@@ -256,6 +263,15 @@ func TestSmoke(t *testing.T) {
 			if cpu := metric(t, r, phase+"_harness_cpu_us_per_delivery"); cpu <= 0 {
 				t.Errorf("%s: harness CPU per delivery %v µs, want > 0", phase, cpu)
 			}
+			checkSteal(t, metric(t, r, phase+"_steal_pct"))
 		}
 	})
+}
+
+// checkSteal: a share of the machine's CPU time, read from /proc/stat on Linux.
+func checkSteal(t *testing.T, pct float64) {
+	t.Helper()
+	if pct < 0 || pct > 100 {
+		t.Errorf("steal %v%%, want 0–100", pct)
+	}
 }

@@ -36,6 +36,9 @@ type step struct {
 	ServerCores     float64 `json:"server_cores,omitempty"`
 	ServerCPUPerAck float64 `json:"server_cpu_us_per_ack,omitempty"`
 	HarnessCores    float64 `json:"harness_cores"`
+	// StealPct is the share of the machine's CPU time during the step that the
+	// hypervisor gave to other guests (/proc/stat): a slow step with steal is the host.
+	StealPct float64 `json:"steal_pct"`
 	stageMeans
 }
 
@@ -269,6 +272,11 @@ func runThroughput(args []string, stdout, stderr io.Writer) error {
 		} else {
 			r.Notes = append(r.Notes, fmt.Sprintf("%d in flight: CPU not measured: %v", st.InFlight, errors.Join(cpu0.err, cpu1.err)))
 		}
+		if steal, ok := stealBetween(cpu0, cpu1); ok {
+			st.StealPct = steal
+		} else {
+			r.Notes = append(r.Notes, fmt.Sprintf("%d in flight: steal not measured: %v", st.InFlight, errors.Join(cpu0.machineErr, cpu1.machineErr)))
+		}
 		if err := errors.Join(stagesErr0, stagesErr1); err != nil {
 			r.Notes = append(r.Notes, fmt.Sprintf("%d in flight: server stages not measured: %v", st.InFlight, err))
 		} else {
@@ -289,8 +297,8 @@ func runThroughput(args []string, stdout, stderr io.Writer) error {
 			break
 		}
 		steps[si] = st
-		fmt.Fprintf(stderr, "throughput: %d conversations × window %d (%d in flight): %.0f acked/s, ack p50 %.2f ms p99 %.2f ms, recipient p50 %.2f ms p99 %.2f ms, server %.2f cores (%.0f µs per ack), harness %.2f cores\n",
-			st.Conversations, w, st.InFlight, st.AcksPerS, st.AckP50, st.AckP99, st.RecipP50, st.RecipP99, st.ServerCores, st.ServerCPUPerAck, st.HarnessCores)
+		fmt.Fprintf(stderr, "throughput: %d conversations × window %d (%d in flight): %.0f acked/s, ack p50 %.2f ms p99 %.2f ms, recipient p50 %.2f ms p99 %.2f ms, server %.2f cores (%.0f µs per ack), harness %.2f cores, steal %.1f%%\n",
+			st.Conversations, w, st.InFlight, st.AcksPerS, st.AckP50, st.AckP99, st.RecipP50, st.RecipP99, st.ServerCores, st.ServerCPUPerAck, st.HarnessCores, st.StealPct)
 		if st.GatewaySendMs > 0 {
 			fmt.Fprintf(stderr, "throughput:   mean send %.2f ms on the gateway, %.2f ms in logic; commits of %.1f messages in %.2f ms, writer busy %.0f%%\n",
 				st.GatewaySendMs, st.LogicSendMs, st.CommitMessages, st.CommitMs, st.WriterBusy*100)
@@ -363,14 +371,17 @@ func pickSteps(steps []step, rate float64) (best, at int) {
 }
 
 // cpuReading is the CPU time used so far, in seconds, by the servers behind -admins
-// and by this process.
+// and by this process, and the machine's (machineErr says why it is missing).
 type cpuReading struct {
 	servers, harness float64
 	err              error
+	machine          machineCPU
+	machineErr       error
 }
 
 func readCPU(ctx context.Context, admins []string) cpuReading {
 	var r cpuReading
+	r.machine, r.machineErr = readMachineCPU()
 	if r.harness, r.err = processCPU(); r.err != nil {
 		return r
 	}
@@ -378,4 +389,12 @@ func readCPU(ctx context.Context, admins []string) cpuReading {
 		r.servers, r.err = serverCPU(ctx, admins)
 	}
 	return r
+}
+
+// stealBetween is stealPct from a to b, and false when either lacks the machine's CPU.
+func stealBetween(a, b cpuReading) (float64, bool) {
+	if a.machineErr != nil || b.machineErr != nil {
+		return 0, false
+	}
+	return stealPct(a.machine, b.machine), true
 }
