@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -255,6 +256,9 @@ func TestSmoke(t *testing.T) {
 		}
 		if metric(t, r, "messages_not_reaching_all") != 0 {
 			t.Errorf("some messages missed receivers")
+		}
+		if !slices.ContainsFunc(r.Notes, func(n string) bool { return strings.Contains(n, "3 probes: their p99 is their maximum") }) {
+			t.Errorf("no note that the p99 of 3 probes is their maximum: %q", r.Notes)
 		}
 		for _, phase := range []string{"probe", "flood"} {
 			if cpu := metric(t, r, phase+"_server_cpu_us_per_delivery"); cpu < 0 {
