@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -97,6 +98,11 @@ type Conn struct {
 	fragging bool
 	// idx is c's position in sh.conns, -1 once removed; guarded by sh.mu.
 	idx int32
+	// wheelAt is the sweeper tick at which c's slot of sh.wheel comes up, 0 while c is
+	// in no slot; written under sh.mu, read lock-free by expedite. wnext and wprev link
+	// the slot's list; guarded by sh.mu.
+	wheelAt      atomic.Int64
+	wnext, wprev *Conn
 
 	// The input hand-off, guarded by mu (below) like the send side: the poller
 	// appends and process takes, each holding mu only for that.
@@ -370,6 +376,7 @@ func (c *Conn) takeBatch() (batch []outFrame, ok bool) {
 func (c *Conn) wrote(batch []outFrame, sentClose bool, err error) (stop bool) {
 	clear(batch) // drop payload references
 	closeTCP := false
+	var closeAt int64
 
 	c.mu.Lock()
 	c.spare = batch[:0]
@@ -387,7 +394,8 @@ func (c *Conn) wrote(batch []outFrame, sentClose bool, err error) (stop bool) {
 		closeTCP = true
 	case sentClose:
 		c.state.Store(stCloseSent)
-		c.closeAt.Store(time.Now().Add(c.srv.cfg.CloseGrace).UnixNano())
+		closeAt = time.Now().Add(c.srv.cfg.CloseGrace).UnixNano()
+		c.closeAt.Store(closeAt)
 	}
 	if closeTCP {
 		c.draining = false
@@ -396,6 +404,9 @@ func (c *Conn) wrote(batch []outFrame, sentClose bool, err error) (stop bool) {
 	c.mu.Unlock()
 	if closeTCP {
 		c.closeSocket(err != nil) // a failed write: the peer may have hung up
+	}
+	if closeAt != 0 {
+		c.srv.expedite(c, closeAt)
 	}
 	return closeTCP
 }
@@ -746,6 +757,24 @@ func (c *Conn) due(now, ping, idle, read int64) bool {
 	return now-c.lastSeen.Load() >= idle || now-c.lastPing >= ping
 }
 
+// nextDue is the earliest time at which due could report c, math.MaxInt64 when
+// nothing is pending (a closing connection whose close frame is not written yet:
+// writing it sets closeAt, and wrote expedites c). The sweeper calls it under the
+// shard lock, or register before c is in the wheel.
+func (c *Conn) nextDue(ping, idle, read int64) int64 {
+	if at := c.closeAt.Load(); at != 0 {
+		return at
+	}
+	next := int64(math.MaxInt64)
+	if ps := c.partialSince.Load(); ps != 0 {
+		next = ps + read
+	}
+	if c.state.Load() == stOpen {
+		next = min(next, c.lastSeen.Load()+idle, c.lastPing+ping)
+	}
+	return next
+}
+
 // onTick does what due found, outside the shard lock.
 func (c *Conn) onTick(now, ping, idle, read int64) {
 	if at := c.closeAt.Load(); at != 0 {
@@ -927,7 +956,9 @@ func (c *Conn) parse(data []byte) {
 		c.partial = b
 	default: // a new frame started in data
 		c.partial = append([]byte(nil), rest...)
-		c.partialSince.Store(max(c.srv.clock.Load(), 1))
+		since := max(c.srv.clock.Load(), 1)
+		c.partialSince.Store(since)
+		c.srv.expedite(c, since+int64(c.srv.cfg.ReadTimeout))
 	}
 }
 
