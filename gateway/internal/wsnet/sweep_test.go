@@ -24,7 +24,8 @@ func (h *sweepHandler) OnClose(c *Conn, code int, reason string) {
 // own, over open connections on socket pairs whose peers never answer: an idle
 // connection is taken from the wheel only at the tick its ping or idle close is due,
 // not at every tick, and a close grace set outside the sweeper (wrote's closeAt) is
-// looked at on the next tick, not at the slot the connection was parked in.
+// looked at on the next tick, not at the slot the connection was parked in. The
+// sweeper writes a ping itself.
 func TestSweeperTakesConnectionsWhenDue(t *testing.T) {
 	h := &sweepHandler{closed: make(chan closeEvent, 256)}
 	cfg := Config{PingInterval: 30 * time.Second, IdleTimeout: 90 * time.Second}
@@ -36,12 +37,14 @@ func TestSweeperTakesConnectionsWhenDue(t *testing.T) {
 	const n = 100
 	conns := make([]*Conn, n)
 	peers := make([]*os.File, n)
+	peerFDs := make([]int, n)
 	for i := range n {
 		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		peers[i] = os.NewFile(uintptr(fds[1]), "peer") // blocking reads with deadlines through the runtime poller
+		peerFDs[i] = fds[1]
 		t.Cleanup(func() { _ = peers[i].Close() })
 		c := s.newConn(fds[0], nil)
 		if err := c.attach(); err != nil {
@@ -86,6 +89,13 @@ func TestSweeperTakesConnectionsWhenDue(t *testing.T) {
 	s.sweepTick(s.epoch+int64(cfg.PingInterval), &b)
 	if v := s.visited.Load(); v != n {
 		t.Fatalf("the tick of the first ping took %d connections, want %d", v, n)
+	}
+	// The sweeper wrote every ping itself before sweepTick returned.
+	for i, fd := range peerFDs {
+		hdr := make([]byte, 2)
+		if k, _, err := syscall.Recvfrom(fd, hdr, syscall.MSG_DONTWAIT|syscall.MSG_PEEK); k != 2 || hdr[0] != 0x89 {
+			t.Fatalf("peer %d right after the tick: %d bytes %x (%v), want the ping written", i, k, hdr, err)
+		}
 	}
 	for i := range n {
 		if op, _ := readFrame(i); op != 0x9 {
