@@ -851,6 +851,19 @@ func (c *Conn) readAvailable(reads int) (gone bool) {
 // received queues bytes the poller read and starts process unless it runs.
 func (c *Conn) received(p []byte) {
 	c.mu.Lock()
+	if !c.reading && !c.tcpDone && len(c.in) == 0 && len(c.partial) == 0 && !c.readDead.Load() {
+		// Nothing queued, no frame half read (partial is process's, and no process
+		// runs): pongs alone, the answers to the sweeper's pings that are most of an
+		// idle socket's input, need no process goroutine. They only mark the
+		// connection alive, as readFrame would.
+		if frames := pongs(p); frames > 0 {
+			c.mu.Unlock()
+			c.lastSeen.Store(c.srv.clock.Load())
+			c.sh.framesIn.Add(uint64(frames))
+			c.sh.bytesIn.Add(uint64(len(p)))
+			return
+		}
+	}
 	switch {
 	case c.tcpDone:
 	case len(c.in)+len(p) > c.maxBacklog():
@@ -866,6 +879,24 @@ func (c *Conn) received(p []byte) {
 	if start {
 		go c.process()
 	}
+}
+
+// pongs is the number of frames in p when p is only whole pong frames that readFrame
+// would take without a word (FIN, no reserved bit, masked, at most 125 bytes), else 0.
+func pongs(p []byte) int {
+	n := 0
+	for len(p) > 0 {
+		if len(p) < 6 || p[0] != 0x80|byte(ws.OpPong) || p[1]&0x80 == 0 || p[1]&0x7f > 125 {
+			return 0
+		}
+		size := 6 + int(p[1]&0x7f)
+		if len(p) < size {
+			return 0
+		}
+		p = p[size:]
+		n++
+	}
+	return n
 }
 
 // onHup is the operator's OnHup: the poller saw the peer hang up and detached the

@@ -1,6 +1,7 @@
 package wsnet
 
 import (
+	"bytes"
 	"encoding/binary"
 	"net/http"
 	"strings"
@@ -115,6 +116,37 @@ func TestFrameHeader(t *testing.T) {
 		}
 		if got != n {
 			t.Fatalf("n=%d encoded as %d", n, got)
+		}
+	}
+}
+
+// TestPongs: received skips the process goroutine only for input that is nothing
+// but whole client pongs; anything else readFrame must see (and may reject).
+func TestPongs(t *testing.T) {
+	pong := func(payload int) []byte { return clientFrame(true, 0xA, make([]byte, payload), true) }
+	cat := func(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
+	for _, tt := range []struct {
+		name string
+		p    []byte
+		want int
+	}{
+		{"one empty pong", pong(0), 1},
+		{"pong of 125 bytes", pong(125), 1},
+		{"two pongs", cat(pong(4), pong(0)), 2},
+		{"nothing", nil, 0},
+		{"pong of 126 bytes", pong(126), 0},
+		{"unmasked pong", clientFrame(true, 0xA, nil, false), 0},
+		{"unmasked pong of 4 bytes, then 4 more", cat(clientFrame(true, 0xA, make([]byte, 4), false), []byte{0x81, 0x84, 1, 2}), 0},
+		{"pong without FIN", clientFrame(false, 0xA, nil, true), 0},
+		{"pong with a reserved bit", func() []byte { f := pong(0); f[0] |= 0x40; return f }(), 0},
+		{"half a pong", pong(8)[:7], 0},
+		{"pong then half a pong", cat(pong(0), pong(8)[:9]), 0},
+		{"ping", clientFrame(true, 0x9, nil, true), 0},
+		{"pong then text", cat(pong(0), text("hi")), 0},
+		{"text then pong", cat(text("hi"), pong(0)), 0},
+	} {
+		if got := pongs(tt.p); got != tt.want {
+			t.Errorf("%s: pongs(% x) = %d, want %d", tt.name, tt.p, got, tt.want)
 		}
 	}
 }
