@@ -279,6 +279,26 @@ func parseProcStat(b []byte) (machineCPU, error) {
 	return m, nil
 }
 
+// machineReading is readMachineCPU's answer kept with its error, so that a run can
+// read it twice and report the steal between, or why it has none.
+type machineReading struct {
+	cpu machineCPU
+	err error
+}
+
+func readMachine() machineReading {
+	cpu, err := readMachineCPU()
+	return machineReading{cpu, err}
+}
+
+// stealTo is stealPct from a to b, or the error of either reading.
+func (a machineReading) stealTo(b machineReading) (float64, error) {
+	if err := errors.Join(a.err, b.err); err != nil {
+		return 0, err
+	}
+	return stealPct(a.cpu, b.cpu), nil
+}
+
 // stealPct is the share of the machine's CPU time from a to b that was steal, in
 // percent.
 func stealPct(a, b machineCPU) float64 {

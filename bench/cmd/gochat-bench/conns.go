@@ -101,7 +101,7 @@ func runConns(args []string, stdout, stderr io.Writer) error {
 	// The servers' CPU over the storm, per socket opened: steadier than the rate on a
 	// shared machine, so changes to the connect path compare by it.
 	cpu0, cpuErr := serverCPU(ctx, c.adm)
-	machine0, machineErr := readMachineCPU()
+	machine0 := readMachine()
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -215,14 +215,10 @@ func runConns(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	prog.Stop()
-	if machineErr == nil {
-		var machine1 machineCPU
-		if machine1, machineErr = readMachineCPU(); machineErr == nil {
-			r.Metrics["storm_steal_pct"] = stealPct(machine0, machine1)
-		}
-	}
-	if machineErr != nil {
-		r.Notes = append(r.Notes, fmt.Sprintf("steal not measured: %v", machineErr))
+	if steal, err := machine0.stealTo(readMachine()); err != nil {
+		r.Notes = append(r.Notes, fmt.Sprintf("steal not measured: %v", err))
+	} else {
+		r.Metrics["storm_steal_pct"] = steal
 	}
 	if len(c.adm) > 0 && cpuErr == nil {
 		var cpu1 float64

@@ -143,10 +143,10 @@ func runFanout(args []string, stdout, stderr io.Writer) error {
 	// reach every socket is bounded below by its CPU (both sides) over the cores.
 	cpuPhase := func(name string, before cpuReading, deliveries int64) {
 		after := readCPU(ctx, c.adm)
-		if steal, ok := stealBetween(before, after); ok {
-			r.Metrics[name+"_steal_pct"] = steal
+		if steal, err := before.machine.stealTo(after.machine); err != nil {
+			r.Notes = append(r.Notes, fmt.Sprintf("%s steal not measured: %v", name, err))
 		} else {
-			r.Notes = append(r.Notes, fmt.Sprintf("%s steal not measured: %v", name, errors.Join(before.machineErr, after.machineErr)))
+			r.Metrics[name+"_steal_pct"] = steal
 		}
 		if before.err != nil || after.err != nil {
 			r.Notes = append(r.Notes, fmt.Sprintf("%s CPU not measured: %v", name, errors.Join(before.err, after.err)))

@@ -190,7 +190,7 @@ func runLatency(args []string, stdout, stderr io.Writer) error {
 			t.acks.Total(), t.delivers.Total(), t.acks.Rate(), f.errFrames.Load(), f.lostSocket.Load())
 	})
 	var sendErrs int64
-	machine0, machineErr0 := readMachineCPU()
+	machine0 := readMachine()
 	for i := range total {
 		at, err := pace.Wait(ctx, int64(i))
 		if err != nil {
@@ -203,7 +203,7 @@ func runLatency(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	sentAt := time.Now()
-	machine1, machineErr1 := readMachineCPU()
+	machine1 := readMachine()
 	// Acks are due within the client's 5 s; give stragglers that long.
 	for time.Since(sentAt) < 5*time.Second && t.acks.Total()+sendErrs < int64(total) {
 		time.Sleep(20 * time.Millisecond)
@@ -228,10 +228,10 @@ func runLatency(args []string, stdout, stderr io.Writer) error {
 	r.Metrics["send_errors"] = sendErrs
 	r.Metrics["lost_sockets"] = f.lostSocket.Load()
 	r.Metrics["pacer_behind_ms"] = float64(lateBy) / 1e6
-	if err := errors.Join(machineErr0, machineErr1); err != nil {
+	if steal, err := machine0.stealTo(machine1); err != nil {
 		r.Notes = append(r.Notes, fmt.Sprintf("steal not measured: %v", err))
 	} else {
-		r.Metrics["steal_pct"] = stealPct(machine0, machine1) // while sending, warm-up included
+		r.Metrics["steal_pct"] = steal // while sending, warm-up included
 	}
 	if p := f.lastErr.Load(); p != nil {
 		r.Notes = append(r.Notes, "last error: "+*p)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -83,6 +84,13 @@ func TestMachineCPU(t *testing.T) {
 	}
 	if got := stealPct(b, b); got != 0 {
 		t.Errorf("steal over no time = %v, want 0", got)
+	}
+	if got, err := (machineReading{cpu: a}).stealTo(machineReading{cpu: b}); err != nil || got != 12.5 {
+		t.Errorf("stealTo = %v, %v; want 12.5", got, err)
+	}
+	unread := machineReading{err: errors.New("no /proc")}
+	if _, err := (machineReading{cpu: a}).stealTo(unread); err == nil {
+		t.Error("stealTo a reading that failed: no error")
 	}
 	for _, bad := range []string{"", "intr 1 2 3\n", "cpu  1 2 3 4 5 6 7\n", "cpu  1 2 3 4 5 6 7 x 9 10\n"} {
 		if m, err := parseProcStat([]byte(bad)); err == nil {

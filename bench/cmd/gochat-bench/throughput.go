@@ -272,10 +272,10 @@ func runThroughput(args []string, stdout, stderr io.Writer) error {
 		} else {
 			r.Notes = append(r.Notes, fmt.Sprintf("%d in flight: CPU not measured: %v", st.InFlight, errors.Join(cpu0.err, cpu1.err)))
 		}
-		if steal, ok := stealBetween(cpu0, cpu1); ok {
-			st.StealPct = steal
+		if steal, err := cpu0.machine.stealTo(cpu1.machine); err != nil {
+			r.Notes = append(r.Notes, fmt.Sprintf("%d in flight: steal not measured: %v", st.InFlight, err))
 		} else {
-			r.Notes = append(r.Notes, fmt.Sprintf("%d in flight: steal not measured: %v", st.InFlight, errors.Join(cpu0.machineErr, cpu1.machineErr)))
+			st.StealPct = steal
 		}
 		if err := errors.Join(stagesErr0, stagesErr1); err != nil {
 			r.Notes = append(r.Notes, fmt.Sprintf("%d in flight: server stages not measured: %v", st.InFlight, err))
@@ -371,17 +371,16 @@ func pickSteps(steps []step, rate float64) (best, at int) {
 }
 
 // cpuReading is the CPU time used so far, in seconds, by the servers behind -admins
-// and by this process, and the machine's (machineErr says why it is missing).
+// and by this process, and the machine's.
 type cpuReading struct {
 	servers, harness float64
 	err              error
-	machine          machineCPU
-	machineErr       error
+	machine          machineReading
 }
 
 func readCPU(ctx context.Context, admins []string) cpuReading {
 	var r cpuReading
-	r.machine, r.machineErr = readMachineCPU()
+	r.machine = readMachine()
 	if r.harness, r.err = processCPU(); r.err != nil {
 		return r
 	}
@@ -389,12 +388,4 @@ func readCPU(ctx context.Context, admins []string) cpuReading {
 		r.servers, r.err = serverCPU(ctx, admins)
 	}
 	return r
-}
-
-// stealBetween is stealPct from a to b, and false when either lacks the machine's CPU.
-func stealBetween(a, b cpuReading) (float64, bool) {
-	if a.machineErr != nil || b.machineErr != nil {
-		return 0, false
-	}
-	return stealPct(a.machine, b.machine), true
 }
