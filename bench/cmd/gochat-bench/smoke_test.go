@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -52,8 +54,11 @@ func gochatAll(t *testing.T) (gw, admin, secret string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// exited is closed once Wait has returned (exitErr set, logs complete): both the
+	// readiness loop and the cleanup wait on it, so neither can take the other's news.
+	exited := make(chan struct{})
+	var exitErr error
+	go func() { exitErr = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(os.Interrupt)
 		select {
@@ -76,32 +81,44 @@ func gochatAll(t *testing.T) (gw, admin, secret string) {
 			}
 		}
 		select {
-		case err := <-exited:
-			t.Fatalf("gochat exited: %v\n%s", err, logs.String())
+		case <-exited:
+			t.Fatalf("gochat exited: %v", exitErr) // the cleanup logs its output
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("gochat not ready after 60 s\n%s", logs.String())
+			t.Fatal("gochat not ready after 60 s") // the cleanup logs its output
 		}
 	}
 }
 
+// freePorts returns n loopback addresses free now, for the gochat process to bind
+// later. The ports are below the kernel's ephemeral range (32768–60999 here): a port
+// picked by listening on :0 comes from that range, and before gochat binds it any
+// outgoing connection of a test package running beside this one can take it as its
+// local port (seen in CI: gochat exited at start; cmd/gochat's foFreeAddr has the
+// same reason).
 func freePorts(t *testing.T, n int) []string {
 	t.Helper()
-	var ls []net.Listener
 	var addrs []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	seen := map[string]bool{}
+	for range 1000 {
+		if len(addrs) == n {
+			return addrs
 		}
-		ls = append(ls, l)
-		addrs = append(addrs, l.Addr().String())
-	}
-	for _, l := range ls {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+rand.IntN(12000)))
+		if seen[addr] {
+			continue
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue // taken: try another
+		}
 		l.Close()
+		seen[addr] = true
+		addrs = append(addrs, addr)
 	}
-	return addrs
+	t.Fatalf("only %d free ports in 20000–31999", len(addrs))
+	return nil
 }
 
 // runSub runs one subcommand against the server and returns its decoded result file.
