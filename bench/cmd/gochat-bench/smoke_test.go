@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gochat/gochat/bench/internal/report"
+	"github.com/gochat/gochat/bench/internal/stats"
 )
 
 // TestMain lets conns re-run this test binary as its worker process.
@@ -166,6 +167,20 @@ func metric(t *testing.T, r *report.Result, name string) float64 {
 	return v
 }
 
+// summary decodes a histogram metric of a result file.
+func summary(t *testing.T, r *report.Result, name string) stats.Summary {
+	t.Helper()
+	b, err := json.Marshal(r.Metrics[name])
+	var s stats.Summary
+	if err == nil {
+		err = json.Unmarshal(b, &s)
+	}
+	if err != nil || r.Metrics[name] == nil {
+		t.Fatalf("%s: metric %q missing or not a histogram: %#v (%v)", r.Name, name, r.Metrics[name], err)
+	}
+	return s
+}
+
 func target(t *testing.T, r *report.Result, name string) report.Target {
 	t.Helper()
 	for _, tg := range r.Targets {
@@ -276,6 +291,12 @@ func TestSmoke(t *testing.T) {
 		}
 		if !slices.ContainsFunc(r.Notes, func(n string) bool { return strings.Contains(n, "3 probes: their p99 is their maximum") }) {
 			t.Errorf("no note that the p99 of 3 probes is their maximum: %q", r.Notes)
+		}
+		all, first := summary(t, r, "probe_time_to_all_receivers"), summary(t, r, "probe_time_to_first_receiver")
+		// Each probe reaches its first receiver before its last of 20: the means
+		// (exact, unlike the bucketed quantiles) differ.
+		if all.Count != 3 || first.Count != 3 || first.Mean <= 0 || first.Mean >= all.Mean || first.Max > all.Max {
+			t.Errorf("probes' time to first receiver %+v, to all %+v: want 3 each, first > 0 and before all", first, all)
 		}
 		for _, phase := range []string{"probe", "flood"} {
 			if cpu := metric(t, r, phase+"_server_cpu_us_per_delivery"); cpu < 0 {
