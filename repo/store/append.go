@@ -184,14 +184,7 @@ func (s *Store) AppendMany(ctx context.Context, ms []Message) []Appended {
 // ended first.
 func (s *Store) lead(ctx context.Context, b *batch, own []*item) {
 	growStack()
-	t := time.NewTimer(s.cfg.BatchWindow)
-	select {
-	case <-b.full:
-	case <-t.C:
-	case <-s.closing:
-	case <-ctx.Done():
-	}
-	t.Stop()
+	s.waitWindow(ctx, b)
 
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
