@@ -71,8 +71,8 @@ func runFanout(args []string, stdout, stderr io.Writer) error {
 			perDelivery.Record(time.Duration(lat))
 		}
 		got[i].Add(1)
-		raise(&last[i], lat, func(old int64) bool { return lat > old })
-		raise(&earliest[i], lat, func(old int64) bool { return old == 0 || lat < old })
+		keepIf(&last[i], lat, func(old int64) bool { return lat > old })
+		keepIf(&earliest[i], lat, func(old int64) bool { return old == 0 || lat < old })
 		delivered.Add(1)
 		lastAt.Store(now)
 	}
@@ -229,9 +229,9 @@ func runFanout(args []string, stdout, stderr io.Writer) error {
 	return c.finish(r, start, stdout)
 }
 
-// raise stores v in a unless better(current) is false, retrying when another
-// delivery changed a in between.
-func raise(a *atomic.Int64, v int64, better func(old int64) bool) {
+// keepIf stores v in a when better(a's value) holds, retrying when another delivery
+// changed a in between: the latest latency (better: larger) or the earliest (smaller).
+func keepIf(a *atomic.Int64, v int64, better func(old int64) bool) {
 	for {
 		old := a.Load()
 		if !better(old) || a.CompareAndSwap(old, v) {

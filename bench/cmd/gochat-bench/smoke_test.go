@@ -103,9 +103,6 @@ func freePorts(t *testing.T, n int) []string {
 	var addrs []string
 	seen := map[string]bool{}
 	for range 1000 {
-		if len(addrs) == n {
-			return addrs
-		}
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+rand.IntN(12000)))
 		if seen[addr] {
 			continue
@@ -116,7 +113,9 @@ func freePorts(t *testing.T, n int) []string {
 		}
 		l.Close()
 		seen[addr] = true
-		addrs = append(addrs, addr)
+		if addrs = append(addrs, addr); len(addrs) == n {
+			return addrs
+		}
 	}
 	t.Fatalf("only %d free ports in 20000–31999", len(addrs))
 	return nil
