@@ -574,7 +574,7 @@ func (c *Conn) write(p []byte) error {
 		if c.wclosed {
 			return errTCPClosed
 		}
-		n, err := syscall.Write(c.fd, p)
+		n, err := send(c.fd, p)
 		switch {
 		case err == nil:
 			p = p[n:]
@@ -600,7 +600,7 @@ func (c *Conn) writeNow(p []byte) (int, error) {
 		if c.wclosed {
 			return done, errTCPClosed
 		}
-		n, err := syscall.Write(c.fd, p[done:])
+		n, err := send(c.fd, p[done:])
 		switch {
 		case err == nil:
 			done += n
@@ -828,7 +828,7 @@ func (c *Conn) readAvailable(reads int) (gone bool) {
 	defer readBufs.Put(bp)
 	buf := *bp
 	for reads > 0 {
-		n, err := syscall.Read(c.fd, buf)
+		n, err := recv(c.fd, buf)
 		switch {
 		case n > 0:
 			c.received(buf[:n])
