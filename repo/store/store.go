@@ -207,6 +207,10 @@ type Store struct {
 	checkpointEvery   time.Duration
 	walRestartPages   int
 
+	// alarm ends an idle process's wait for a sub-millisecond batch window on time
+	// (window.go); nil where it could not be made, or when every window is longer.
+	alarm *alarm
+
 	// hooks lets in-package tests observe and break the append path.
 	hooks hooks
 }
@@ -321,6 +325,12 @@ func Open(ctx context.Context, cfg Config, ids *snowflake.Node, log *slog.Logger
 		}
 		s.rdb = s.wdb
 	}
+	if cfg.BatchWindow < time.Millisecond {
+		// Without it a window only loses precision when the process is idle.
+		if s.alarm, err = newAlarm(); err != nil {
+			s.log.Warn("batch window alarm unavailable; idle windows end on the runtime's millisecond", "err", err)
+		}
+	}
 	s.log.Info("store opened", "driver", cfg.Driver, "batch_window", cfg.BatchWindow, "max_batch", cfg.MaxBatch)
 	return s, nil
 }
@@ -361,7 +371,7 @@ func (s *Store) Close() error {
 	if s.checkpointerDone != nil {
 		<-s.checkpointerDone
 	}
-	err := errors.Join(s.sqlite.close(), closeDB(s.wdb))
+	err := errors.Join(s.sqlite.close(), closeDB(s.wdb), s.alarm.close())
 	if s.rdb != s.wdb {
 		err = errors.Join(err, closeDB(s.rdb))
 	}

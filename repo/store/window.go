@@ -5,59 +5,36 @@ import (
 	"time"
 )
 
-// windowSlice is how long each sleep of a sub-millisecond batch window lasts; the
-// batch filling up, the store closing and ctx ending are looked at between them.
-const windowSlice = 50 * time.Microsecond
-
 // waitWindow waits until b is full, the store closes, ctx ends or the batch window
-// passes.
+// passes. The leader parks on a runtime timer, so its P runs other goroutines
+// meanwhile.
 //
-// A window under a millisecond is slept in short nanosleep(2) slices instead of on
-// a runtime timer. A Go process with nothing else to run waits for its next timer in
-// epoll_wait, whose timeout the runtime rounds up to whole milliseconds
-// (runtime/netpoll_epoll.go): at 20 sends/s the 200 µs default took 1.13 ms, a
-// third of a send's time to its ack. A sleeping slice holds a thread, not the
-// others' work: the runtime hands its P to another thread when there is work waiting.
+// A runtime timer alone is late for a window under a millisecond in a process with
+// nothing else to run: that process waits for its next timer in epoll_wait, whose
+// timeout the runtime rounds up to whole milliseconds (runtime/netpoll_epoll.go), and
+// at 20 sends/s the 200 µs default took 1.13 ms, a third of a send's time to its ack.
+// So the store's alarm (a timerfd in the runtime's poller, window_linux.go) is set to
+// ring at the same moment: its expiry ends the poller's epoll_wait, and the runtime
+// then finds the expired timer. Under load the timer needs no alarm: a busy P runs
+// the timers due each time it schedules.
+//
+// Before, a sub-millisecond window was slept in 50 µs nanosleep(2) slices (5ca65ad).
+// A thread in a system call keeps its P until sysmon takes it back, which it does
+// only after seeing the same call on two of its ticks, and sysmon backs off to 10 ms
+// ticks while it finds nothing to take. So each slice held a P: in a runtime trace at
+// 100 sends in flight the slices took 735 calls and 159 ms a second (a slice lasted
+// 217 µs on average, waiting for a CPU to wake on), 8% of the process's two Ps.
 func (s *Store) waitWindow(ctx context.Context, b *batch) {
-	s.waitWindowOn(ctx, b, sleepThread, time.Now)
-}
-
-// waitWindowOn is waitWindow with the sub-millisecond path's sleep and clock given.
-func (s *Store) waitWindowOn(ctx context.Context, b *batch, sleep func(time.Duration), now func() time.Time) {
 	window := s.cfg.BatchWindow
-	if window >= time.Millisecond {
-		t := time.NewTimer(window)
-		defer t.Stop()
-		select {
-		case <-b.full:
-		case <-t.C:
-		case <-s.closing:
-		case <-ctx.Done():
-		}
-		return
+	if window < time.Millisecond {
+		s.alarm.ring(window)
 	}
-	stopped := func() bool {
-		select {
-		case <-b.full:
-		case <-s.closing:
-		case <-ctx.Done():
-		default:
-			return false
-		}
-		return true
-	}
-	sliced(window, stopped, sleep, now)
-}
-
-// sliced sleeps window in slices of at most windowSlice, until window has passed on
-// now's clock or stopped reports true (asked before each slice).
-func sliced(window time.Duration, stopped func() bool, sleep func(time.Duration), now func() time.Time) {
-	deadline := now().Add(window)
-	for !stopped() {
-		left := deadline.Sub(now())
-		if left <= 0 {
-			return
-		}
-		sleep(min(left, windowSlice))
+	t := time.NewTimer(window)
+	defer t.Stop()
+	select {
+	case <-b.full:
+	case <-t.C:
+	case <-s.closing:
+	case <-ctx.Done():
 	}
 }

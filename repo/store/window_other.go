@@ -4,5 +4,11 @@ package store
 
 import "time"
 
-// sleepThread is time.Sleep where nanosleep(2) is not at hand (see waitWindow).
-func sleepThread(d time.Duration) { time.Sleep(d) }
+// alarm is a no-op where timerfd is not at hand: a sub-millisecond window then ends
+// on its runtime timer alone, rounded up to the poller's millisecond when the process
+// is idle (see waitWindow).
+type alarm struct{}
+
+func newAlarm() (*alarm, error)     { return nil, nil }
+func (a *alarm) ring(time.Duration) {}
+func (a *alarm) close() error       { return nil }
