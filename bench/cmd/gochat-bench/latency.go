@@ -35,7 +35,7 @@ type traffic struct {
 	intended []atomic.Int64 // send index → intended (or actual) send time, UnixNano
 	acked    []atomic.Bool
 	tags     []atomic.Uint32 // send index → kind | bucket<<1 (throughput's step)
-	from     int64           // sends with an intended time before this (warm-up) are not recorded
+	from     atomic.Int64    // sends with an intended time before this (warm-up) are not recorded; read by the loops while a step sets it
 	ack      [][2]*stats.Histogram
 	deliver  [][2]*stats.Histogram
 	acks     stats.Meter
@@ -104,7 +104,7 @@ func (t *traffic) onFrame(p *peer, typ string, data json.RawMessage) {
 		}
 		at := t.intended[i].Load()
 		t.acks.Add(1)
-		if at >= t.from {
+		if at >= t.from.Load() {
 			k, b := t.tag(i)
 			t.ack[b][k].Record(time.Duration(now - at))
 		}
@@ -121,7 +121,7 @@ func (t *traffic) onFrame(p *peer, typ string, data json.RawMessage) {
 			return
 		}
 		t.delivers.Add(1)
-		if at >= t.from {
+		if at >= t.from.Load() {
 			k, b := t.tag(i)
 			t.deliver[b][k].Record(time.Duration(now - at))
 		}
@@ -184,7 +184,7 @@ func runLatency(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	t.from = pace.Next(int64(rate * warm.Seconds())).UnixNano()
+	t.from.Store(pace.Next(int64(rate * warm.Seconds())).UnixNano())
 	prog := report.NewProgress(stderr, time.Second, func() string {
 		return fmt.Sprintf("latency: acked %d delivered %d (%.0f acks/s) errors %d lost sockets %d",
 			t.acks.Total(), t.delivers.Total(), t.acks.Rate(), f.errFrames.Load(), f.lostSocket.Load())

@@ -229,7 +229,8 @@ func runThroughput(args []string, stdout, stderr io.Writer) error {
 		w, active := lv.window, convs[:min(lv.conversations, len(convs))]
 		bucket.Store(int32(si))
 		begin := time.Now()
-		t.from = begin.Add(*warm).UnixNano()
+		from := begin.Add(*warm)
+		t.from.Store(from.UnixNano())
 		stopAt.Store(begin.Add(*warm + *stepDur).UnixNano())
 		acked0, err0 := t.acks.Total(), f.errFrames.Load()
 		prog := report.NewProgress(stderr, time.Second, func() string {
@@ -240,7 +241,7 @@ func runThroughput(args []string, stdout, stderr io.Writer) error {
 				sendOne(cv.sender, cv.id)
 			}
 		}
-		time.Sleep(time.Until(time.Unix(0, t.from)))
+		time.Sleep(time.Until(from))
 		ackedAtFrom := t.acks.Total()
 		cpu0 := readCPU(ctx, c.adm)
 		stages0, stagesErr0 := serverStages(ctx, c.adm)
