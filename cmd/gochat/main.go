@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -54,6 +55,10 @@ func run(args, environ []string, stdout, stderr io.Writer) error {
 	levels := new(slog.LevelVar)
 	log := newLogger(cfg.Log, levels, stderr)
 	bridgeFrameworkLogs(log)
+	if n, ok := maxProcs(environ); ok {
+		runtime.GOMAXPROCS(n)
+		log.Info("scheduler", "gomaxprocs", n)
+	}
 	if p, ok := gcPercent(cfg, environ); ok {
 		debug.SetGCPercent(p)
 		log.Info("garbage collector", "gogc", p)
