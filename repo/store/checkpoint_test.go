@@ -3,7 +3,9 @@ package store
 import (
 	"database/sql"
 	"fmt"
+	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,7 +19,14 @@ import (
 // is there afterwards, also for a new Store on the same file.
 func TestCheckpointerBoundsWAL(t *testing.T) {
 	h := &harness{driver: DriverSQLite, dsn: repotest.SQLiteDSN(t)}
-	const restartPages = 64
+	const (
+		restartPages = 64
+		// A WAL that starts over whenever it passes restartPages stays within a
+		// few times that; one that starts over only when a copy happens to overlap
+		// no commit grew to 9,578 pages in this test.
+		maxWALPages = 16 * restartPages
+		minAppends  = 6000 // twenty times what three restarts take
+	)
 	var mu sync.Mutex
 	var seen []Checkpoint
 	tune := func(s *Store) {
@@ -65,6 +74,7 @@ func TestCheckpointerBoundsWAL(t *testing.T) {
 	}
 
 	const workers = 8
+	var appended atomic.Int64
 	stop := make(chan struct{})
 	errs := make(chan error, workers)
 	var sent [workers]int
@@ -82,19 +92,20 @@ func TestCheckpointerBoundsWAL(t *testing.T) {
 					return
 				}
 				sent[w]++
+				appended.Add(1)
 			}
 		})
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		n, paused, _ := restarts()
-		if n >= 3 && paused >= 3 {
+		if n >= 3 && paused >= 3 && appended.Load() >= minAppends {
 			break
 		}
 		if time.Now().After(deadline) {
 			close(stop)
 			wg.Wait()
-			t.Fatalf("after 30 s of appends: the WAL started over %d times with %d paused checkpoints; want 3 of each", n, paused)
+			t.Fatalf("after 30 s of appends (%d): the WAL started over %d times with %d paused checkpoints; want 3 of each", appended.Load(), n, paused)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -111,6 +122,9 @@ func TestCheckpointerBoundsWAL(t *testing.T) {
 	}
 	_, _, most := restarts()
 	t.Logf("%d messages in %d commits; largest WAL seen %d pages", total, commits, most)
+	if most > maxWALPages {
+		t.Errorf("the WAL grew to %d pages; want at most %d (%d × the restart size)", most, maxWALPages, maxWALPages/restartPages)
+	}
 	var autoCheckpoints int
 	if err := s.wdb.Raw("PRAGMA wal_autocheckpoint").Scan(&autoCheckpoints).Error; err != nil {
 		t.Fatalf("read the writer's wal_autocheckpoint: %v", err)
@@ -234,10 +248,28 @@ func TestCheckpointerSparesWriterWhileReaderPinsWAL(t *testing.T) {
 	if err := reader.Rollback(); err != nil {
 		t.Fatalf("end the reader: %v", err)
 	}
+	walFile := h.dsn + "-wal"
+	grown := fileSize(t, walFile)
+	if limit := walLimitBytes(64); grown <= limit {
+		t.Fatalf("the pinned WAL is %d bytes; the test needs it past the writer's journal_size_limit %d", grown, limit)
+	}
 	top, _ := last()
 	appendUntil("the WAL starting over after the reader ended", func() bool {
 		c, _ := last()
 		return c.WALPages < top.WALPages
 	})
+	// The commit that started the WAL over cut the file back.
+	if size, limit := fileSize(t, walFile), walLimitBytes(64); size > limit {
+		t.Errorf("the WAL file is %d bytes after starting over (%d while pinned); want at most the journal_size_limit %d", size, grown, limit)
+	}
 	wantStored(t, s, "pinned", sent)
+}
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatalf("stat %s: %v", path, err)
+	}
+	return fi.Size()
 }

@@ -118,10 +118,14 @@ func isSQLiteMemory(dsn string) bool {
 // Readers are query_only so a read path can never write by accident. The writer
 // does not checkpoint the WAL (wal_autocheckpoint(0)): the checkpointer does, on a
 // connection of its own (checkpoint.go), unless the DSN sets wal_autocheckpoint
-// itself; ownCheckpoints tells which. The writer opens the database through
+// itself; ownCheckpoints tells which. With its own checkpoints the writer also gets
+// journal_size_limit(walLimit) unless the DSN sets one: a WAL that grew while a
+// reader held its pages (a restart only rewinds it) is cut back to walLimit bytes
+// by the first commit after it starts over, instead of keeping its largest size
+// on disk. The writer opens the database through
 // walVFS (walvfs.go), which writes a commit's WAL frames with one pwrite instead of
 // two per frame, unless the DSN names a VFS.
-func sqliteDSNs(dsn string) (writer, reader string, ownCheckpoints bool, err error) {
+func sqliteDSNs(dsn string, walLimit int64) (writer, reader string, ownCheckpoints bool, err error) {
 	path, rawQuery, _ := strings.Cut(dsn, "?")
 	file := strings.TrimPrefix(path, "file:")
 	if dir := filepath.Dir(file); dir != "." {
@@ -153,6 +157,9 @@ func sqliteDSNs(dsn string) (writer, reader string, ownCheckpoints bool, err err
 	ownCheckpoints = !hasPragma(q, "wal_autocheckpoint")
 	if ownCheckpoints {
 		w.Add("_pragma", "wal_autocheckpoint(0)")
+		if !hasPragma(q, "journal_size_limit") {
+			w.Add("_pragma", fmt.Sprintf("journal_size_limit(%d)", walLimit))
+		}
 	}
 	r := cloneValues(q)
 	r.Add("_pragma", "query_only(1)")

@@ -75,19 +75,30 @@ func TestMySQLDSNAddsMissingParams(t *testing.T) {
 
 func TestSQLiteDSNs(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "nested", "dir", "gochat.db")
-	w, r, own, err := sqliteDSNs(path + "?_pragma=busy_timeout(100)")
+	w, r, own, err := sqliteDSNs(path+"?_pragma=busy_timeout(100)", 1<<20)
 	if err != nil {
 		t.Fatalf("sqliteDSNs: %v", err)
 	}
 	if !own || !strings.Contains(w, "wal_autocheckpoint%280%29") || strings.Contains(r, "wal_autocheckpoint") {
 		t.Errorf("writer %q, reader %q, own checkpoints %v: want the writer alone with wal_autocheckpoint(0), and own checkpoints", w, r, own)
 	}
-	// A DSN that sets wal_autocheckpoint keeps it, and the writer checkpoints.
-	w2, _, own2, err := sqliteDSNs(path + "?_pragma=wal_autocheckpoint(500)")
+	if !strings.Contains(w, "journal_size_limit%281048576%29") || strings.Contains(r, "journal_size_limit") {
+		t.Errorf("writer %q, reader %q: want the writer alone with journal_size_limit(1048576)", w, r)
+	}
+	// A DSN's own journal_size_limit stays, alone.
+	w3, _, _, err := sqliteDSNs(path+"?_pragma=journal_size_limit(-1)", 1<<20)
 	if err != nil {
 		t.Fatalf("sqliteDSNs: %v", err)
 	}
-	if own2 || !strings.Contains(w2, "wal_autocheckpoint%28500%29") || strings.Contains(w2, "wal_autocheckpoint%280%29") {
+	if !strings.Contains(w3, "journal_size_limit%28-1%29") || strings.Contains(w3, "journal_size_limit%281048576%29") {
+		t.Errorf("writer %q: want the DSN's journal_size_limit(-1) alone", w3)
+	}
+	// A DSN that sets wal_autocheckpoint keeps it, and the writer checkpoints.
+	w2, _, own2, err := sqliteDSNs(path+"?_pragma=wal_autocheckpoint(500)", 1<<20)
+	if err != nil {
+		t.Fatalf("sqliteDSNs: %v", err)
+	}
+	if own2 || !strings.Contains(w2, "wal_autocheckpoint%28500%29") || strings.Contains(w2, "wal_autocheckpoint%280%29") || strings.Contains(w2, "journal_size_limit") {
 		t.Errorf("writer %q, own checkpoints %v: want the DSN's wal_autocheckpoint(500) alone and no checkpointer", w2, own2)
 	}
 	if _, err := os.Stat(filepath.Dir(path)); err != nil {

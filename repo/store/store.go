@@ -269,7 +269,7 @@ func Open(ctx context.Context, cfg Config, ids *snowflake.Node, log *slog.Logger
 	switch cfg.Driver {
 	case DriverSQLite:
 		keepSQLiteAllocatorPages()
-		wdsn, rdsn, ownCheckpoints, derr := sqliteDSNs(cfg.DSN)
+		wdsn, rdsn, ownCheckpoints, derr := sqliteDSNs(cfg.DSN, walLimitBytes(s.walRestartPages))
 		if derr != nil {
 			return nil, derr
 		}
