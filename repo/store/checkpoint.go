@@ -30,7 +30,12 @@ import (
 // appended during the first copy, and when that was little (at most a quarter of
 // walRestartPages) it copies a last time while it holds the writer's lock: what
 // was appended during the short second copy. The next commit starts the WAL over.
-// The writer pauses for that last copy, not for the whole WAL. A reader in the
+// The writer pauses for that last copy, not for the whole WAL. When the copies
+// stay long — commits append about as fast as a checkpoint copies — the last copy
+// runs anyway once the WAL is four times walRestartPages: the pause is then
+// longer, and it holds the writer to the rate the WAL is copied at, which bounds
+// the WAL (and its file, cut back by journal_size_limit) instead of letting both
+// grow. A reader in the
 // middle of a long query can still hold pages in the WAL (they are not copied past
 // its snapshot); pausing the writer would not free them, and a later round gets
 // them.
@@ -84,7 +89,10 @@ type checkpointer struct {
 	db           *sql.DB
 	every        time.Duration
 	restartPages int
-	failing      bool // the last checkpoint failed: logged once until one succeeds
+	// shortCopy is the most pages a copy may have taken for the paused copy to
+	// follow it before the WAL is four times restartPages.
+	shortCopy int
+	failing   bool // the last checkpoint failed: logged once until one succeeds
 }
 
 func (c *checkpointer) run(done chan<- struct{}) {
@@ -120,9 +128,10 @@ func (c *checkpointer) round() {
 		if next < pages {
 			return // the WAL started over meanwhile
 		}
-		if nextCopied == next && next-pages <= max(c.restartPages/4, 1024) {
-			// That copy was short, so little was appended during it: copy that
-			// with the writer paused, and its next commit starts the WAL over.
+		if nextCopied == next && (next-pages <= c.shortCopy || next >= 4*c.restartPages) {
+			// That copy was short, so little was appended during it (or the WAL
+			// is too long to wait for one): copy that with the writer paused,
+			// and its next commit starts the WAL over.
 			c.s.wmu.Lock()
 			c.checkpoint(true)
 			c.s.wmu.Unlock()

@@ -16,8 +16,15 @@ import (
 // checkpoints alone never let the WAL start over — and checks that the writer
 // never checkpoints, that the checkpointer's paused round lets the WAL start over
 // again and again so it stays far below what was written, and that every message
-// is there afterwards, also for a new Store on the same file.
+// is there afterwards, also for a new Store on the same file. "long copies" counts
+// no copy as short, as when commits append about as fast as a checkpoint copies:
+// then the paused round must come from the WAL's length alone.
 func TestCheckpointerBoundsWAL(t *testing.T) {
+	t.Run("short copies", func(t *testing.T) { testCheckpointerBoundsWAL(t, 0) })
+	t.Run("long copies", func(t *testing.T) { testCheckpointerBoundsWAL(t, -1) })
+}
+
+func testCheckpointerBoundsWAL(t *testing.T, shortCopy int) {
 	h := &harness{driver: DriverSQLite, dsn: repotest.SQLiteDSN(t)}
 	const (
 		restartPages = 64
@@ -32,6 +39,7 @@ func TestCheckpointerBoundsWAL(t *testing.T) {
 	tune := func(s *Store) {
 		s.checkpointEvery = 2 * time.Millisecond
 		s.walRestartPages = restartPages
+		s.walShortCopy = shortCopy
 	}
 	observe := WithCheckpointObserver(func(c Checkpoint) {
 		mu.Lock()

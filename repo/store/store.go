@@ -201,11 +201,13 @@ type Store struct {
 
 	// The SQLite WAL checkpointer (checkpoint.go): checkpointerDone is closed when
 	// it has stopped; nil when it never ran (MySQL, or a DSN that sets
-	// wal_autocheckpoint). Tests set the period and the restart size.
+	// wal_autocheckpoint). Tests set the period, the restart size and what counts
+	// as a short copy (0: a quarter of the restart size, at least 1,024 pages).
 	checkpointerDone  chan struct{}
 	observeCheckpoint func(Checkpoint) // never nil after Open
 	checkpointEvery   time.Duration
 	walRestartPages   int
+	walShortCopy      int
 
 	// alarm ends an idle process's wait for a sub-millisecond batch window on time
 	// (window.go); nil where it could not be made, or when every window is longer.
@@ -304,7 +306,10 @@ func Open(ctx context.Context, cfg Config, ids *snowflake.Node, log *slog.Logger
 				return nil, errors.Join(fmt.Errorf("open sqlite checkpointer %s: %w", cfg.DSN, err), closeDB(s.wdb), closeDB(s.rdb))
 			}
 			ckdb.SetMaxOpenConns(1)
-			c := &checkpointer{s: s, db: ckdb, every: s.checkpointEvery, restartPages: s.walRestartPages}
+			c := &checkpointer{s: s, db: ckdb, every: s.checkpointEvery, restartPages: s.walRestartPages, shortCopy: s.walShortCopy}
+			if c.shortCopy == 0 {
+				c.shortCopy = max(s.walRestartPages/4, 1024)
+			}
 			s.checkpointerDone = make(chan struct{})
 			go c.run(s.checkpointerDone)
 		}
