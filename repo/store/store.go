@@ -202,7 +202,8 @@ type Store struct {
 	// The SQLite WAL checkpointer (checkpoint.go): checkpointerDone is closed when
 	// it has stopped; nil when it never ran (MySQL, or a DSN that sets
 	// wal_autocheckpoint). Tests set the period, the restart size and what counts
-	// as a short copy (0: a quarter of the restart size, at least 1,024 pages).
+	// as a short copy (0: a quarter of the restart size, at least 1,024 pages;
+	// negative: none).
 	checkpointerDone  chan struct{}
 	observeCheckpoint func(Checkpoint) // never nil after Open
 	checkpointEvery   time.Duration
