@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gochat/gochat/repo/repotest"
+	"gorm.io/gorm"
 )
 
 // TestSQLitePlans guards the cost of the group commit on SQLite: each statement that
@@ -183,5 +184,44 @@ func TestSQLiteCommitStartsNoGoroutinePerStatement(t *testing.T) {
 	// start 128 goroutines or more.
 	if one > 16 {
 		t.Errorf("a commit of 64 messages in 64 conversations started %d goroutines; want a few, not one per statement", one)
+	}
+}
+
+// TestSQLiteLimitIsLiteral: on SQLite, gorm's LIMIT and OFFSET reach the statement as
+// numbers. A bound LIMIT makes SQLite prepare the statement again at every
+// execution (sqliteLimit says why), so this fails when the clause builder is gone.
+func TestSQLiteLimitIsLiteral(t *testing.T) {
+	h := &harness{driver: DriverSQLite, dsn: repotest.SQLiteDSN(t)}
+	s := h.open(t)
+	for _, c := range []struct {
+		limit, offset int
+		want          string
+	}{
+		{limit: 7, want: " LIMIT 7"},
+		{limit: 7, offset: 3, want: " LIMIT 7 OFFSET 3"},
+		{limit: 0, want: " LIMIT 0"},
+	} {
+		var rows []memberOut
+		q := s.rdb.Session(&gorm.Session{DryRun: true}).Model(&memberRow{}).Where("conversation_id = ?", "group_x").Limit(c.limit)
+		if c.offset > 0 {
+			q = q.Offset(c.offset)
+		}
+		stmt := q.Scan(&rows).Statement
+		sql := stmt.SQL.String()
+		if !strings.HasSuffix(sql, c.want) || len(stmt.Vars) != 1 {
+			t.Errorf("limit %d offset %d: %q with %d bound values; want it to end in %q and bind only the conversation", c.limit, c.offset, sql, len(stmt.Vars), c.want)
+		}
+	}
+	// And the numbers select what they say.
+	addConversation(t, s, "group_lim", "group")
+	for uid := int64(1); uid <= 5; uid++ {
+		addMember(t, s, "group_lim", uid)
+	}
+	got, err := s.Members(t.Context(), "group_lim", 1, 2)
+	if err != nil {
+		t.Fatalf("Members: %v", err)
+	}
+	if len(got) != 2 || got[0].UserID != 2 || got[1].UserID != 3 {
+		t.Errorf("Members after 1, limit 2 = %+v; want users 2 and 3", got)
 	}
 }
