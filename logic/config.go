@@ -19,6 +19,9 @@ type Config struct {
 	UserCacheSize int           `yaml:"user_cache_size"` // sender names kept in memory (usernames never change)
 	ShutdownDrain time.Duration `yaml:"shutdown_drain"`  // time to publish queued pushes on shutdown
 	LargeGroup    int           `yaml:"large_group"`     // conversations with more members are fanned out by task
+	// MemberCacheTTL is how long a group's member list read for a send is reused
+	// (groupcache.go); 0 reads it for every send.
+	MemberCacheTTL time.Duration `yaml:"member_cache_ttl"`
 }
 
 // Default is the single-machine configuration.
@@ -35,6 +38,8 @@ func Default() Config {
 		UserCacheSize: 100_000,
 		ShutdownDrain: 3 * time.Second,
 		LargeGroup:    500,
+
+		MemberCacheTTL: time.Second,
 	}
 }
 
@@ -58,6 +63,9 @@ func (c Config) Validate() error {
 	}
 	if c.LargeGroup < 1 || c.LargeGroup > 999 {
 		errs = append(errs, errors.New("logic.large_group must be 1..999"))
+	}
+	if c.MemberCacheTTL < 0 || c.MemberCacheTTL > time.Minute {
+		errs = append(errs, fmt.Errorf("logic.member_cache_ttl %s is outside 0..1m", c.MemberCacheTTL))
 	}
 	if c.UserCacheSize < 0 {
 		errs = append(errs, errors.New("logic.user_cache_size must not be negative"))

@@ -45,9 +45,11 @@ func (l *Logic) visibleConversation(ctx context.Context, userID int64, convID st
 
 // checkMember refuses users who are not members of a (non-world) conversation. The
 // two members of a 1:1 conversation never change, so once the fan-out has learnt them
-// the check needs no repo call.
+// the check needs no repo call; nor does a member of a group whose member list the
+// fan-out read less than logic.member_cache_ttl ago (groupcache.go). A user missing
+// from a cached list is asked about: they may have joined since.
 func (l *Logic) checkMember(ctx context.Context, userID int64, convID string) error {
-	if ids, ok := l.fanout.singles.get(convID); ok && slices.Contains(ids, userID) {
+	if l.knownMember(convID, userID) {
 		return nil
 	}
 	m, err := l.repo.GetMember(ctx, &repoapi.GetMemberReq{ConversationId: convID, UserId: userID})
@@ -58,6 +60,18 @@ func (l *Logic) checkMember(ctx context.Context, userID int64, convID string) er
 		return bizErr(base.ErrCode_NOT_MEMBER, "you are not a member of this conversation")
 	}
 	return nil
+}
+
+// knownMember reports whether the fan-out's caches say userID is a member of convID.
+func (l *Logic) knownMember(convID string, userID int64) bool {
+	if ids, ok := l.fanout.singles.get(convID); ok {
+		return slices.Contains(ids, userID)
+	}
+	if ids, ok := l.fanout.groups.get(convID); ok {
+		_, found := slices.BinarySearch(ids, userID)
+		return found
+	}
+	return false
 }
 
 // ListConversations returns the user's conversations: world first, then by last message time.
@@ -226,10 +240,8 @@ func (l *Logic) prepareCached(req *logicapi.SendReq) (m *repoapi.Message, decide
 	if err := l.checkMessage(req); err != nil {
 		return nil, true, err
 	}
-	if req.ConversationId != WorldID {
-		if ids, ok := l.fanout.singles.get(req.ConversationId); !ok || !slices.Contains(ids, req.UserId) {
-			return nil, false, nil
-		}
+	if req.ConversationId != WorldID && !l.knownMember(req.ConversationId, req.UserId) {
+		return nil, false, nil
 	}
 	name, ok := l.names.get(req.UserId)
 	if !ok {

@@ -79,6 +79,7 @@ type fanout struct {
 	deferFor   time.Duration
 	largeGroup int // more members than this: hand the fan-out to task
 	singles    memberCache
+	groups     *groupCache
 	peers      peersLookup
 	appends    appends
 	linger     time.Duration // pushLinger; tests make it long
@@ -107,6 +108,7 @@ func newFanout(cfg Config, repo Repo, bus Publisher, task Task, gateways Gateway
 	f := &fanout{
 		repo: repo, gateways: gateways, bus: bus, task: task, log: log, retry: cfg.PushRetry, deferFor: cfg.DeferDeadline, largeGroup: cfg.LargeGroup,
 		singles: memberCache{max: max(cfg.UserCacheSize, 1)},
+		groups:  newGroupCache(cfg.MemberCacheTTL, max(cfg.UserCacheSize, 1)),
 		linger:  pushLinger,
 		shards:  make([]chan pushJob, cfg.PushShards),
 		published: prometheus.NewCounter(prometheus.CounterOpts{
@@ -550,11 +552,18 @@ func (f *fanout) routed(out []pushq.Record, j pushJob, recipients []int64, route
 // sockets get the message too), or reports large when it has more than largeGroup.
 func (f *fanout) members(ctx context.Context, convID string) (ids []int64, large bool, err error) {
 	single := strings.HasPrefix(convID, singlePrefix)
+	group := strings.HasPrefix(convID, groupPrefix)
 	if single {
 		if ids, ok := f.singles.get(convID); ok {
 			return ids, false, nil
 		}
 	}
+	if group {
+		if ids, ok := f.groups.get(convID); ok {
+			return ids, false, nil
+		}
+	}
+	at, epoch := f.groups.begin()
 	resp, err := f.repo.ListMembers(ctx, &repoapi.ListMembersReq{ConversationId: convID, Limit: int32(f.largeGroup + 1)})
 	if err != nil {
 		return nil, false, err
@@ -566,8 +575,12 @@ func (f *fanout) members(ctx context.Context, convID string) (ids []int64, large
 	for i, m := range resp.Members {
 		ids[i] = m.UserId
 	}
-	if single && len(ids) == 2 {
+	switch {
+	case single && len(ids) == 2:
 		f.singles.put(convID, ids)
+	case group:
+		slices.Sort(ids) // repo lists them by user id already; knownMember searches them
+		f.groups.put(convID, ids, at, epoch)
 	}
 	return ids, false, nil
 }
@@ -655,8 +668,12 @@ func (f *fanout) knownRecipients(batch []*repoapi.Message) (known [][]int64, use
 // ListPeersBatch, AppendBatch's route_users.
 const maxRepoIDs = 1000
 
-// singlePrefix starts every 1:1 conversation id (SingleID).
-const singlePrefix = "single_"
+// singlePrefix starts every 1:1 conversation id (SingleID), groupPrefix every
+// group's (groupConvID).
+const (
+	singlePrefix = "single_"
+	groupPrefix  = "group_"
+)
 
 // memberCache holds the two members of 1:1 conversations: fixed by the conversation
 // id, so an entry is never stale. Bounded: when full it starts over.

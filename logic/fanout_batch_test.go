@@ -137,14 +137,29 @@ func TestDoBatchOneRouteLookup(t *testing.T) {
 		t.Fatalf("broadcast records %+v, want the world message once", w)
 	}
 
-	// Next batch: the 1:1 members come from the cache, the group's are asked again
-	// (membership changes).
+	// Next batch: the 1:1 members come from their cache, and so do the group's
+	// while they are younger than logic.member_cache_ttl.
+	now := time.Now()
+	f.groups.now = func() time.Time { return now }
 	f.doBatch([]pushJob{msg("single_aaaa", 4), msg("single_bbbb", 2), msg("group_9", 2)})
-	if repo.listMembers["single_aaaa"] != 1 || repo.listMembers["single_bbbb"] != 1 || repo.listMembers["group_9"] != 2 {
-		t.Fatalf("ListMembers calls %v, want 1:1 conversations once and the group twice", repo.listMembers)
+	if repo.listMembers["single_aaaa"] != 1 || repo.listMembers["single_bbbb"] != 1 || repo.listMembers["group_9"] != 1 {
+		t.Fatalf("ListMembers calls %v, want each conversation once", repo.listMembers)
 	}
 	if len(repo.getRoutes) != 2 {
 		t.Fatalf("GetRoutes calls %d, want one per batch", len(repo.getRoutes))
+	}
+	// A membership change made through this logic forgets the group at once.
+	f.groups.forget("group_9")
+	f.doBatch([]pushJob{msg("group_9", 3)})
+	if repo.listMembers["group_9"] != 2 {
+		t.Fatalf("ListMembers calls %v after a forget, want the group asked again", repo.listMembers)
+	}
+	// One made through another logic instance shows once the list is ttl old.
+	f.doBatch([]pushJob{msg("group_9", 4)})
+	now = now.Add(Default().MemberCacheTTL)
+	f.doBatch([]pushJob{msg("group_9", 5)})
+	if repo.listMembers["group_9"] != 3 {
+		t.Fatalf("ListMembers calls %v, want the group asked again once its list was ttl old (and not before)", repo.listMembers)
 	}
 }
 

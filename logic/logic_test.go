@@ -175,6 +175,12 @@ func messagesOnly(p pushq.Push) bool { return p.Kind == pushq.KindMessage }
 // newEnvWith is newEnv with logic's repo client wrapped by wrap.
 func newEnvWith(t *testing.T, wrap func(logic.Repo) logic.Repo) *env {
 	t.Helper()
+	return newEnvConfig(t, wrap, func(*logic.Config) {})
+}
+
+// newEnvConfig is newEnvWith with logic's configuration changed by tune.
+func newEnvConfig(t *testing.T, wrap func(logic.Repo) logic.Repo, tune func(*logic.Config)) *env {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ids, _ := snowflake.NewNode(1)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -186,6 +192,7 @@ func newEnvWith(t *testing.T, wrap func(logic.Repo) logic.Repo) *env {
 	bus := pushq.NewMemory()
 	cfg := logic.Default()
 	cfg.BcryptCost = 4
+	tune(&cfg)
 	l, err := logic.New(cfg, logic.Deps{
 		Log: log, Metrics: prometheus.NewRegistry(), Repo: wrap(direct{repo.New(st, kv.NewMemory(), log)}),
 		Task: &fakeTask{}, Bus: bus, Tokens: signer,

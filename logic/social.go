@@ -27,7 +27,7 @@ func SingleID(a, b int64) string {
 }
 
 // groupConvID is the conversation id of a group.
-func groupConvID(groupID int64) string { return "group_" + strconv.FormatInt(groupID, 10) }
+func groupConvID(groupID int64) string { return groupPrefix + strconv.FormatInt(groupID, 10) }
 
 // maxListIDs bounds id lists in requests (group members to add, etc.).
 const maxListIDs = 500
@@ -290,6 +290,7 @@ func (l *Logic) AddGroupMembers(ctx context.Context, req *logicapi.AddGroupMembe
 		return nil, bizErr(base.ErrCode_FORBIDDEN, "only the owner or an admin can add members")
 	}
 	resp, err := l.repo.AddMembers(ctx, &repoapi.AddMembersReq{ConversationId: c.Id, UserIds: req.MemberIds})
+	l.fanout.groups.forget(c.Id) // whatever the outcome: the change may have landed
 	if err != nil {
 		return nil, l.passthrough("add members", err)
 	}
@@ -318,7 +319,9 @@ func (l *Logic) RemoveGroupMember(ctx context.Context, req *logicapi.RemoveGroup
 			return nil, bizErr(base.ErrCode_FORBIDDEN, "an admin cannot remove the owner or another admin")
 		}
 	}
-	if _, err := l.repo.RemoveMember(ctx, &repoapi.RemoveMemberReq{ConversationId: c.Id, UserId: req.TargetUserId}); err != nil {
+	_, err = l.repo.RemoveMember(ctx, &repoapi.RemoveMemberReq{ConversationId: c.Id, UserId: req.TargetUserId})
+	l.fanout.groups.forget(c.Id) // whatever the outcome: the change may have landed
+	if err != nil {
 		return nil, l.passthrough("remove member", err)
 	}
 	return &logicapi.RemoveGroupMemberResp{}, nil
