@@ -550,6 +550,8 @@ func (f *fanout) routed(out []pushq.Record, j pushJob, recipients []int64, route
 
 // members lists the members of a conversation (the sender included: their other
 // sockets get the message too), or reports large when it has more than largeGroup.
+// A 1:1 conversation's members are kept for good, a group's for the group cache's
+// ttl; large groups are asked about every time.
 func (f *fanout) members(ctx context.Context, convID string) (ids []int64, large bool, err error) {
 	single := strings.HasPrefix(convID, singlePrefix)
 	group := strings.HasPrefix(convID, groupPrefix)
