@@ -8,7 +8,8 @@ import (
 // groupCache holds the member lists of groups for a short time, so that a group
 // send needs no repo call for its sender's membership or for its fan-out. Without
 // it each group send asked repo twice; with 20 groups at 909 sends/s beside 1:1
-// traffic those two lookups were 11.5% of an all-mode process (docs/performance.md).
+// traffic the two lookups' store calls alone were 11.5% of an all-mode process
+// (docs/performance.md).
 //
 // Freshness: the membership changes this logic makes (AddMembers, RemoveMember)
 // forget the group at once, and a list read before such a change is not kept
